@@ -1,0 +1,69 @@
+"""AvatarPoser (Jiang et al. 2022) in the project's model contract (DESIGN 6).
+
+Linear 54 -> 256, 3 transformer encoder layers as PyTorch's default
+nn.TransformerEncoderLayer builds them (post-LN, ReLU feed-forward 2048,
+8 heads, no positional encoding, as in AvatarPoser's code), then the LAST
+token -> two MLPs (256 -> 256 -> ReLU -> out): the global (root) orientation
+6 and the 21 joint rotations 126. Dropout is left out (deterministic training
+here; the other models have none either).
+
+Call as every model (see memmlp.py); prev_sparse, prev_motion and alpha are
+ignored. Returns {"rot6d": (B, 1, 132) for the window's last frame,
+"pos": None}; the rollout takes [:, -1] as for the others.
+"""
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+from memmlp_jax.models import configs
+
+Array = jax.Array
+
+
+class EncoderLayer(nn.Module):
+  """Post-LN transformer encoder layer (PyTorch's default)."""
+  num_heads: int
+  ff_dim: int
+
+  @nn.compact
+  def __call__(self, x: Array) -> Array:
+    width = x.shape[-1]
+    attn = nn.MultiHeadDotProductAttention(num_heads=self.num_heads,
+                                           name="attention")(x, x)
+    x = nn.LayerNorm(epsilon=1e-5, name="norm_attention")(x + attn)
+    ff = nn.Dense(self.ff_dim, name="ff_in")(x)
+    ff = nn.Dense(width, name="ff_out")(nn.relu(ff))
+    return nn.LayerNorm(epsilon=1e-5, name="norm_ff")(x + ff)
+
+
+class _Decoder(nn.Module):
+  features: int
+
+  @nn.compact
+  def __call__(self, x: Array) -> Array:
+    x = nn.relu(nn.Dense(256, name="hidden")(x))
+    return nn.Dense(self.features, name="out")(x)
+
+
+class AvatarPoser(nn.Module):
+  cfg: configs.ModelConfig
+
+  @nn.compact
+  def __call__(self, sparse: Array, prev_sparse: Array | None = None,
+               prev_motion: Array | None = None, *,
+               alpha: Array | float | None = None,
+               train: bool = False) -> dict[str, Array | None]:
+    del prev_sparse, prev_motion, alpha, train  # No memory.
+    cfg = self.cfg
+    if sparse.ndim != 3 or sparse.shape[1:] != (cfg.window,
+                                                configs.SPARSE_DIM):
+      raise ValueError(f"{cfg.name}: sparse must have shape (B, {cfg.window}, "
+                       f"{configs.SPARSE_DIM}), got {sparse.shape}")
+    x = nn.Dense(cfg.embed_dim, name="embed")(sparse)
+    for i in range(cfg.num_layers):
+      x = EncoderLayer(cfg.num_heads, cfg.ff_dim, name=f"layer_{i + 1}")(x)
+    last = x[:, -1:]
+    root = _Decoder(6, name="root_decoder")(last)
+    joints = _Decoder(configs.ROT6D_DIM - 6, name="joint_decoder")(last)
+    return {"rot6d": jnp.concatenate([root, joints], axis=-1), "pos": None}

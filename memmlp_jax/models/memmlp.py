@@ -1,0 +1,130 @@
+"""Mem-MLP and AGRoL-MLP: the MLP backbone with memory and the predictor heads.
+
+Call (the contract every model in configs.build follows):
+
+  out = model.apply(variables, sparse, prev_sparse, prev_motion,
+                    alpha=None, train=False, rngs={"alpha": key})
+    sparse       (B, T, 54)  the current window of sparse inputs
+    prev_sparse  (B, T, 54)  the window of step t-1 (one frame earlier)
+    prev_motion  (B, T, 198) concat(rot6d 132, pos 66) of that window: ground
+                 truth in training, the model's previous prediction (zeros
+                 before the first) at inference. Both None when
+                 cfg.uses_memory is False (they are then ignored).
+    alpha        None: U(0, 1) per element from rngs["alpha"] when train, else
+                 cfg.memory_alpha; or an array broadcastable to (B, T, 1), or a
+                 float, used as given (tests, analysis).
+    train        True only in the training step; it only switches alpha.
+  -> {"rot6d": (B, T, 132), "pos": (B, T, 66) or None without multi_head}
+
+Architecture (DESIGN 3): Linear 54 -> D, then N_b MLP blocks; after each block
+in cfg.fusion_layers (every even one by default) a memory feature is fused into
+the hidden state; then the predictor: per output, head_blocks MLP blocks and a
+Linear (rot6d 132; pos 66 when multi_head). Hidden states are time-major
+(T, B, D) in between: one transpose in, one out.
+
+Memory fusion ("concatenated to the hidden state and projected back to D"):
+  residual (default): h = h + Linear_{F->D}(f), i.e. concat(h, f) @ [I; W] with
+    the hidden part of the projection fixed to the identity;
+  project: h = Linear_{D+F->D}(concat(h, f)) (a full learned projection, +1.05 M
+    parameters for 4 memory blocks at D=512).
+The memory inputs (and the VQ code, computed once and shared) pass through
+jax.lax.stop_gradient only at the VQ encoder: its parameters get zero
+gradient; use `trainable_mask` so the optimizer (weight decay) skips them too.
+
+Parameter tree: embed, block_1..block_N, memory_<i>, fuse_<i>, rot_head,
+pos_head, vq (frozen encoder + codebook, only when cfg.uses_vq).
+"""
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+from memmlp_jax.models import blocks
+from memmlp_jax.models import configs
+from memmlp_jax.models import memory
+from memmlp_jax.models import vqvae
+
+Array = jax.Array
+
+
+def _to_time_major(x: Array) -> Array:
+  return jnp.swapaxes(x, 0, 1)
+
+
+def _check_window(name: str, x: Array | None, cfg: configs.ModelConfig,
+                  features: int):
+  expected = (cfg.window, features)
+  if x is None or x.ndim != 3 or x.shape[1:] != expected:
+    got = None if x is None else x.shape
+    raise ValueError(f"{cfg.name}: {name} must have shape (B, {cfg.window}, "
+                     f"{features}), got {got}")
+
+
+def _time_major_alpha(alpha):
+  """(B, T, ...) alpha -> (T, B, ...); floats and scalars pass through."""
+  if alpha is None or isinstance(alpha, float) or jnp.ndim(alpha) < 2:
+    return alpha
+  return _to_time_major(jnp.asarray(alpha))
+
+
+class Head(nn.Module):
+  """`num_blocks` MLP blocks, then a Linear to `features` (time-major)."""
+  num_blocks: int
+  features: int
+
+  @nn.compact
+  def __call__(self, h: Array) -> Array:
+    for i in range(self.num_blocks):
+      h = blocks.MLPBlock(name=f"block_{i + 1}")(h)
+    return nn.Dense(self.features, name="out")(h)
+
+
+class MemMLP(nn.Module):
+  """Mem-MLP (memory on, two heads) and its ablations, AGRoL-MLP included."""
+  cfg: configs.ModelConfig
+
+  @nn.compact
+  def __call__(self, sparse: Array, prev_sparse: Array | None = None,
+               prev_motion: Array | None = None, *,
+               alpha: Array | float | None = None,
+               train: bool = False) -> dict[str, Array | None]:
+    cfg = self.cfg
+    _check_window("sparse", sparse, cfg, configs.SPARSE_DIM)
+    h = nn.Dense(cfg.latent_dim, name="embed")(_to_time_major(sparse))
+    if cfg.uses_memory:
+      _check_window("prev_sparse", prev_sparse, cfg, configs.SPARSE_DIM)
+      _check_window("prev_motion", prev_motion, cfg, configs.MOTION_DIM)
+      s = _to_time_major(prev_sparse)
+      m = _to_time_major(prev_motion)
+      # Lets tests and the rollout check which motion reaches the memory.
+      self.sow("intermediates", "memory_motion", m)
+      code = None
+      if cfg.uses_vq:
+        code = jax.lax.stop_gradient(
+            vqvae.VQEncoder(cfg, name="vq")(s, m)["codes"])
+      alpha = _time_major_alpha(alpha)
+    for i in range(1, cfg.num_blocks + 1):
+      h = blocks.MLPBlock(name=f"block_{i}")(h)
+      if cfg.uses_memory and i in cfg.fusion_layers:
+        if cfg.memory_kind == "block":
+          feature = memory.MemoryBlock(cfg, name=f"memory_{i}")(
+              s, m, code, alpha=alpha, train=train)
+        else:
+          feature = memory.RecurrentMemory(cfg, name=f"memory_{i}")(s, m)
+        fuse = nn.Dense(cfg.latent_dim, name=f"fuse_{i}")
+        if cfg.memory_fusion == "residual":
+          h = h + fuse(feature)
+        else:
+          h = fuse(jnp.concatenate([h, feature], axis=-1))
+    rot6d = Head(cfg.head_blocks, configs.ROT6D_DIM, name="rot_head")(h)
+    pos = None
+    if cfg.multi_head:
+      pos = _to_time_major(
+          Head(cfg.head_blocks, configs.POS_DIM, name="pos_head")(h))
+    return {"rot6d": _to_time_major(rot6d), "pos": pos}
+
+
+def trainable_mask(params):
+  """A pytree of bools like `params`: False for the frozen VQ subtree."""
+  return {k: jax.tree.map(lambda _, keep=(k != "vq"): keep, v)
+          for k, v in params.items()}

@@ -1,0 +1,80 @@
+"""Memory blocks: context from the previous step fed into the backbone.
+
+All inputs are time-major windows of the PREVIOUS step t-1 (T, B, C):
+  s: sparse input (54), m: full-body motion (198 = rot6d 132 + pos 66),
+  c: quantized VQ code (64) of (s, m) from the frozen VQ encoder.
+Which motion arrives is the caller's business: ground truth in training, the
+model's own previous prediction (zeros before the first) at inference.
+
+`MemoryBlock` (the paper's, DESIGN 3): h_s, h_m, h_c = Linear-LN-SiLU(s, m, c);
+  b = alpha * h_m + (1 - alpha) * h_c      (element-wise)
+  f = concat(h_s, b)   [memory_combine="concat", default]   or   h_s + b  ["add"]
+Without the VQ code (use_vq_code=False): b = alpha * h_m, so training keeps the
+same randomised trust in the motion input and only the code is removed.
+alpha: training draws U(0, 1) per element from the "alpha" RNG stream unless
+the caller passes one; inference uses the mean, cfg.memory_alpha (0.5).
+
+`RecurrentMemory` (the supplementary's LSTM/GRU ablation): LayerNorm of
+[s, m] -> LSTM or GRU over the T frames of the previous window -> SiLU. The
+hidden state starts from a linear projection of that window's last sparse frame
+(the cell state of an LSTM from zeros), in training and inference alike, so the
+call needs no state beyond the previous window.
+"""
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+from memmlp_jax.models import blocks
+from memmlp_jax.models import configs
+
+Array = jax.Array
+
+
+def feature_dim(cfg: configs.ModelConfig) -> int:
+  """Width of the memory feature concatenated to the hidden state."""
+  if cfg.memory_kind == "block" and cfg.memory_combine == "concat":
+    return 2 * cfg.memory_dim
+  return cfg.memory_dim
+
+
+class MemoryBlock(nn.Module):
+  """The paper's memory block; returns the memory feature (T, B, feature_dim)."""
+  cfg: configs.ModelConfig
+
+  @nn.compact
+  def __call__(self, s: Array, m: Array, c: Array | None, *,
+               alpha: Array | float | None, train: bool) -> Array:
+    cfg = self.cfg
+    h_s = blocks.ProjectLNSiLU(cfg.memory_dim, name="sparse")(s)
+    h_m = blocks.ProjectLNSiLU(cfg.memory_dim, name="motion")(m)
+    if alpha is None:
+      alpha = (jax.random.uniform(self.make_rng("alpha"), h_m.shape)
+               if train else cfg.memory_alpha)
+    if cfg.use_vq_code:
+      h_c = blocks.ProjectLNSiLU(cfg.memory_dim, name="code")(c)
+      blend = alpha * h_m + (1.0 - alpha) * h_c
+    else:
+      blend = alpha * h_m
+    if cfg.memory_combine == "concat":
+      return jnp.concatenate([h_s, blend], axis=-1)
+    return h_s + blend
+
+
+class RecurrentMemory(nn.Module):
+  """LSTM/GRU memory over the previous window; returns (T, B, memory_dim)."""
+  cfg: configs.ModelConfig
+
+  @nn.compact
+  def __call__(self, s: Array, m: Array) -> Array:
+    cfg = self.cfg
+    x = blocks.LayerNorm(name="norm")(jnp.concatenate([s, m], axis=-1))
+    hidden = nn.Dense(cfg.memory_dim, name="init_hidden")(s[-1])
+    if cfg.memory_kind == "lstm":
+      cell = nn.OptimizedLSTMCell(cfg.memory_dim, name="cell")
+      carry = (jnp.zeros_like(hidden), hidden)
+    else:
+      cell = nn.GRUCell(cfg.memory_dim, name="cell")
+      carry = hidden
+    out = nn.RNN(cell, time_major=True, name="rnn")(x, initial_carry=carry)
+    return nn.silu(out)
