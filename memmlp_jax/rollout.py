@@ -1,0 +1,282 @@
+"""Online, causal, autoregressive inference (DESIGN 3, "Inference").
+
+One frame of sparse tracking (54 features) in, one full-body pose out:
+- the new frame rolls into the window of the last T inputs (the very first
+  frame fills the whole window, so a sequence shorter than the window needs
+  no special case);
+- the model predicts the whole window; the pose is its last frame;
+- models with a memory block get the carry (previous sparse window,
+  previous predicted window of 132 rotations + 66 positions), zeros before
+  the first frame, and the blend coefficient alpha at its mean
+  (``cfg.memory_alpha``, 0.5). A memory model without a position branch
+  (the "no multi-head" ablation) gets, as the positions of its previous
+  window, forward kinematics of its rotations placed by the tracked head,
+  exactly as the metrics place them.
+
+``init_state`` / ``step`` serve live input one frame at a time; ``rollout``
+runs the same step inside ``jax.lax.scan`` over whole sequences, batched,
+and ``rollout_sequences`` packs many sequences of any length into a few
+fixed-shape lanes so evaluation compiles once per length bucket.
+
+Lost tracking: a frame with any non-finite value (a tracker lost a hand) is
+flagged (``pose["lost"]``) and replaced, value by value, by the last valid
+input held still (its rotations and positions, identity rotation velocity,
+zero position delta); the rollout carries on. Before any valid frame the
+held input is identity rotations at the origin.
+
+Example (a notebook; ``cfg, variables`` would come from a trained run,
+here a small freshly initialised model):
+
+>>> import jax, numpy as np
+>>> from memmlp_jax import rollout
+>>> from memmlp_jax.models import configs
+>>> cfg = configs.get_config("memmlp41", latent_dim=32, num_blocks=2)
+>>> model, variables = configs.init(cfg, jax.random.PRNGKey(0))
+>>> state = rollout.init_state(cfg, batch=1)
+>>> state, pose = rollout.step(model, variables, state, np.zeros((1, 54)))
+>>> pose["rot6d"].shape, pose["pos"].shape, bool(pose["lost"][0])
+((1, 132), (1, 66), False)
+"""
+
+import functools
+from typing import NamedTuple, Optional, Sequence
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from memmlp_jax import geometry
+from memmlp_jax import skeleton as skeleton_lib
+
+SPARSE_DIM = 54
+ROT_DIM = 132
+POS_DIM = 66
+HEAD_POSITION = slice(36, 39)  # the head's world position in a sparse frame
+_IDENTITY_6D = (1.0, 0.0, 0.0, 0.0, 1.0, 0.0)
+# Layout of a sparse frame (DESIGN 1): rotations 6D (18), rotation velocity
+# 6D (18), positions (9), position deltas (9), for head, left and right wrist.
+_HELD_VELOCITY = np.concatenate([
+    np.zeros(18), np.tile(_IDENTITY_6D, 3), np.zeros(9), np.zeros(9)])
+_VELOCITY_SLOTS = np.concatenate([
+    np.zeros(18), np.ones(18), np.zeros(9), np.ones(9)]).astype(bool)
+
+
+class State(NamedTuple):
+  """What the step carries from frame to frame (a pytree).
+
+  window: (B, T, 54) the last T inputs, newest last.
+  prev_sparse, prev_motion: (B, T, 54), (B, T, 198) the memory carry, or
+    None for models without a memory block.
+  held: (B, 54) the last valid input, held still (zero velocity).
+  started: (B,) whether the window holds a frame yet.
+  offsets: (22, 3) rest offsets of the body, for memory models that predict
+    no positions (their carry's positions come from FK), else None.
+  """
+  window: jax.Array
+  prev_sparse: Optional[jax.Array]
+  prev_motion: Optional[jax.Array]
+  held: jax.Array
+  started: jax.Array
+  offsets: Optional[jax.Array] = None
+
+
+def init_state(cfg, batch: int, skeleton=skeleton_lib.SMPL_NEUTRAL) -> State:
+  """The state before the first frame, for ``batch`` parallel sequences.
+
+  ``skeleton`` is the body the model's targets were computed on; only a
+  memory model without a position branch uses it.
+  """
+  window = cfg.window
+  memory = (jnp.zeros((batch, window, SPARSE_DIM)),
+            jnp.zeros((batch, window, ROT_DIM + POS_DIM)))
+  if not cfg.uses_memory:
+    memory = (None, None)
+  held = jnp.tile(jnp.asarray(_HELD_VELOCITY, jnp.float32), (batch, 1))
+  offsets = None
+  if cfg.uses_memory and not cfg.predicts_positions:
+    offsets = jnp.asarray(skeleton.offsets, jnp.float32)
+  return State(window=jnp.zeros((batch, window, SPARSE_DIM)),
+               prev_sparse=memory[0], prev_motion=memory[1], held=held,
+               started=jnp.zeros((batch,), bool), offsets=offsets)
+
+
+def _hold(held):
+  """The last valid input held still: same pose, no motion."""
+  velocity = jnp.asarray(_VELOCITY_SLOTS)
+  return jnp.where(velocity, jnp.asarray(_HELD_VELOCITY, held.dtype), held)
+
+
+def _predict(model, variables, state: State, window):
+  if state.prev_sparse is None:
+    return model.apply(variables, window, None, None, alpha=None, train=False)
+  return model.apply(variables, window, state.prev_sparse, state.prev_motion,
+                     alpha=model.cfg.memory_alpha, train=False)
+
+
+def _window_positions(rot6d, window, offsets):
+  """(B, T, 66) head-placed FK positions of a predicted window."""
+  rotations = geometry.rot6d_to_matrix(
+      rot6d.reshape(rot6d.shape[:-1] + (-1, 6)))
+  _, positions = geometry.forward_kinematics(
+      rotations, jnp.zeros(rot6d.shape[:-1] + (3,), rot6d.dtype),
+      skeleton_lib.PARENTS, offsets)
+  head = window[..., HEAD_POSITION] - positions[..., skeleton_lib.HEAD, :]
+  return (positions + head[..., None, :]).reshape(rot6d.shape[:-1] + (-1,))
+
+
+@functools.partial(jax.jit, static_argnames=("model",))
+def step(model, variables, state: State, frame):
+  """Consumes one frame per sequence; returns (new state, pose).
+
+  Args:
+    model: the Flax module (``configs.build(cfg)``).
+    variables: its variables (``{"params": ...}``).
+    state: from ``init_state`` or the previous ``step``.
+    frame: (B, 54) sparse features of the new frame (NaN = lost).
+
+  Returns:
+    (state, pose) with pose = {"rot6d": (B, 132), "pos": (B, 66) or None for
+    models without a position branch, "lost": (B,) bool}.
+  """
+  frame = jnp.asarray(frame, jnp.float32)
+  finite = jnp.isfinite(frame)
+  frame = jnp.where(finite, frame, _hold(state.held))
+  started = state.started[:, None, None]
+  rolled = jnp.concatenate([state.window[:, 1:], frame[:, None]], axis=1)
+  filled = jnp.broadcast_to(frame[:, None], state.window.shape)
+  window = jnp.where(started, rolled, filled)
+  out = _predict(model, variables, state, window)
+  pose = {"rot6d": out["rot6d"][:, -1],
+          "pos": None if out.get("pos") is None else out["pos"][:, -1],
+          "lost": ~jnp.all(finite, axis=-1)}
+  prev_sparse = prev_motion = None
+  if state.prev_sparse is not None:
+    prev_sparse = window
+    positions = out.get("pos")
+    if positions is None:
+      positions = _window_positions(out["rot6d"], window, state.offsets)
+    prev_motion = jnp.concatenate([out["rot6d"], positions], axis=-1)
+  new_state = state._replace(window=window, prev_sparse=prev_sparse,
+                             prev_motion=prev_motion, held=frame,
+                             started=jnp.ones_like(state.started))
+  return new_state, pose
+
+
+def _select(flag, new, old):
+  """Per-sequence choice between two states (flag: (B,))."""
+  def pick(a, b):
+    return jnp.where(flag.reshape(flag.shape + (1,) * (a.ndim - 1)), a, b)
+  shared = old.offsets
+  chosen = jax.tree.map(pick, new._replace(offsets=None),
+                        old._replace(offsets=None))
+  return chosen._replace(offsets=shared)
+
+
+@functools.partial(jax.jit, static_argnames=("model",))
+def _scan(model, variables, state, sparse, mask, reset):
+  fresh = jax.tree.map(jnp.zeros_like, state)._replace(
+      held=jnp.broadcast_to(jnp.asarray(_HELD_VELOCITY, jnp.float32),
+                            state.held.shape),
+      offsets=state.offsets)
+
+  def body(state, inputs):
+    frame, valid, restart = inputs
+    state = _select(restart, fresh, state)
+    new_state, pose = step(model, variables, state, frame)
+    pose["lost"] = pose["lost"] & valid
+    return _select(valid, new_state, state), pose
+
+  time_major = lambda x: jnp.swapaxes(x, 0, 1)
+  state, poses = jax.lax.scan(
+      body, state, (time_major(sparse), time_major(mask), time_major(reset)))
+  return state, jax.tree.map(time_major, poses)
+
+
+def rollout(model, variables, state: State, sparse, mask=None, reset=None):
+  """``step`` over every frame of a batch, as one compiled ``lax.scan``.
+
+  Args:
+    model, variables: as for ``step``.
+    state: the initial state (``init_state(cfg, B)``).
+    sparse: (B, N, 54) inputs.
+    mask: (B, N) bool, False for padding: the state does not advance there
+      and the outputs are meaningless.
+    reset: (B, N) bool, True where a new sequence starts in a lane (the
+      state is re-initialised before that frame).
+
+  Returns:
+    (final state, poses) with poses of shape (B, N, ...).
+  """
+  sparse = jnp.asarray(sparse, jnp.float32)
+  shape = sparse.shape[:2]
+  mask = jnp.ones(shape, bool) if mask is None else jnp.asarray(mask, bool)
+  reset = jnp.zeros(shape, bool) if reset is None else jnp.asarray(reset, bool)
+  return _scan(model, variables, state, sparse, mask, reset)
+
+
+def bucket_length(length: int, minimum: int = 64) -> int:
+  """Rounds up to one of four sizes per octave (at most 19% padding)."""
+  if length <= minimum:
+    return minimum
+  octave = 2 ** int(np.floor(np.log2(length)))
+  for fraction in (1.0, 1.25, 1.5, 1.75, 2.0):
+    if length <= octave * fraction:
+      return int(octave * fraction)
+  raise AssertionError("unreachable")
+
+
+def pack_lanes(lengths: Sequence[int], lanes: int):
+  """Greedy longest-first assignment of sequences to lanes.
+
+  Returns a list, per lane, of (sequence index, start offset) pairs.
+  """
+  totals = [0] * lanes
+  packing = [[] for _ in range(lanes)]
+  for index in sorted(range(len(lengths)), key=lambda i: -lengths[i]):
+    lane = int(np.argmin(totals))
+    packing[lane].append((index, totals[lane]))
+    totals[lane] += lengths[index]
+  return packing
+
+
+def rollout_sequences(model, variables, cfg, sequences, lanes: int = 16):
+  """Runs many sequences of any length; returns one pose dict per sequence.
+
+  The sequences are packed end to end into ``lanes`` parallel lanes (state
+  reset at each sequence start), padded to a bucketed length: the total
+  work is close to the total number of frames and shapes repeat across
+  calls, so the scan compiles once per bucket.
+
+  Args:
+    model, variables, cfg: the model, its variables and its config.
+    sequences: list of (N_i, 54) arrays.
+    lanes: number of sequences processed in parallel.
+
+  Returns:
+    list of dicts {"rot6d": (N_i, 132), "pos": (N_i, 66) or None,
+    "lost": (N_i,) bool} as NumPy arrays.
+  """
+  lengths = [len(s) for s in sequences]
+  lanes = max(1, min(lanes, len(sequences)))
+  packing = pack_lanes(lengths, lanes)
+  total = bucket_length(max(sum(lengths[i] for i, _ in lane)
+                            for lane in packing))
+  sparse = np.zeros((lanes, total, SPARSE_DIM), np.float32)
+  mask = np.zeros((lanes, total), bool)
+  reset = np.zeros((lanes, total), bool)
+  for lane, entries in enumerate(packing):
+    for index, start in entries:
+      end = start + lengths[index]
+      sparse[lane, start:end] = sequences[index]
+      mask[lane, start:end] = True
+      reset[lane, start] = True
+  _, poses = rollout(model, variables, init_state(cfg, lanes), sparse, mask,
+                     reset)
+  poses = jax.tree.map(np.asarray, poses)
+  results = [None] * len(sequences)
+  for lane, entries in enumerate(packing):
+    for index, start in entries:
+      span = slice(start, start + lengths[index])
+      results[index] = {k: None if v is None else v[lane, span]
+                        for k, v in poses.items()}
+  return results
