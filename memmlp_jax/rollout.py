@@ -280,3 +280,76 @@ def rollout_sequences(model, variables, cfg, sequences, lanes: int = 16):
       results[index] = {k: None if v is None else v[lane, span]
                         for k, v in poses.items()}
   return results
+
+
+def offline_plan(length: int, window: int):
+  """AGRoL's non-overlapping windows over a sequence of ``length`` frames.
+
+  Windows start at 0, T, 2T, ...; a remainder is covered by one more window
+  ending at the last frame (only its new frames are kept); a sequence
+  shorter than T is one window with frame 0 repeated in front.
+
+  Returns:
+    (starts, source) where ``starts`` are window starts (negative: padded
+    with frame 0) and ``source[f] = (window index, offset)`` gives the
+    prediction used for frame f.
+  """
+  if length < window:
+    offsets = np.arange(length) + window - length
+    return [length - window], np.stack([np.zeros(length, int), offsets], 1)
+  starts = list(range(0, length - window + 1, window))
+  if starts[-1] + window < length:
+    starts.append(length - window)
+  frames = np.arange(length)
+  index = np.minimum(frames // window, len(starts) - 1)
+  return starts, np.stack([index, frames - np.asarray(starts)[index]], 1)
+
+
+@functools.partial(jax.jit, static_argnames=("model",))
+def _predict_windows(model, variables, windows):
+  return model.apply(variables, windows, None, None, alpha=None, train=False)
+
+
+def offline_sequences(model, variables, cfg, sequences, batch: int = 64):
+  """AGRoL's offline protocol: every frame from non-overlapping windows.
+
+  This is how AGRoL evaluates its MLP (it sees up to T-1 future frames, so
+  it is not causal); it is offered to reproduce peers' numbers. Only models
+  that predict whole windows without a memory carry fit it.
+
+  Returns:
+    one dict per sequence like ``rollout_sequences`` ("lost" all False: the
+    offline protocol takes clean input only).
+  """
+  if cfg.uses_memory or cfg.output_frames != cfg.window:
+    raise ValueError(f"{cfg.name}: the offline protocol needs a model that "
+                     "predicts whole windows without memory")
+  windows, plans = [], []
+  for sequence in sequences:
+    starts, source = offline_plan(len(sequence), cfg.window)
+    if not np.isfinite(sequence).all():
+      raise ValueError("the offline protocol takes no lost (non-finite) "
+                       "frames; use the online rollout")
+    plans.append((len(windows), source))
+    padded = np.concatenate(
+        [np.repeat(sequence[:1], max(0, -starts[0]), 0), sequence])
+    shift = max(0, -starts[0])
+    windows += [padded[s + shift:s + shift + cfg.window] for s in starts]
+  windows = np.stack(windows).astype(np.float32)
+  total = -(-len(windows) // batch) * batch
+  windows = np.concatenate(
+      [windows, np.zeros((total - len(windows),) + windows.shape[1:],
+                         np.float32)])
+  chunks = [_predict_windows(model, variables, windows[i:i + batch])
+            for i in range(0, total, batch)]
+  outputs = {k: None if chunks[0][k] is None else
+             np.concatenate([np.asarray(c[k]) for c in chunks])
+             for k in ("rot6d", "pos")}
+  results = []
+  for first, source in plans:
+    rows, cols = first + source[:, 0], source[:, 1]
+    result = {k: None if v is None else v[rows, cols]
+              for k, v in outputs.items()}
+    result["lost"] = np.zeros(len(source), bool)
+    results.append(result)
+  return results

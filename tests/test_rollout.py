@@ -39,6 +39,13 @@ class TinyModel(nn.Module):
     return {"rot6d": nn.Dense(132)(h), "pos": pos}
 
 
+@dataclasses.dataclass(frozen=True)
+class _OfflineConfig(TinyConfig):
+  name: str = "tiny"
+  uses_memory: bool = False
+  output_frames: int = 5
+
+
 def _tiny(**overrides):
   cfg = TinyConfig(**overrides)
   model = TinyModel(cfg)
@@ -175,3 +182,32 @@ def test_real_config_step_equals_scan():
 def test_docstring_example_runs():
   failures, tried = doctest.testmod(rollout, verbose=False)
   assert tried > 0 and failures == 0
+
+
+def test_offline_plan_follows_agrol():
+  starts, source = rollout.offline_plan(10, 4)
+  assert starts == [0, 4, 6]
+  np.testing.assert_array_equal(source[:, 0], [0, 0, 0, 0, 1, 1, 1, 1, 2, 2])
+  np.testing.assert_array_equal(source[:, 1], [0, 1, 2, 3, 0, 1, 2, 3, 2, 3])
+  starts, source = rollout.offline_plan(3, 4)  # shorter than the window
+  assert starts == [-1]
+  np.testing.assert_array_equal(source[:, 1], [1, 2, 3])
+
+
+def test_offline_sequences_use_non_overlapping_windows():
+  _, model, variables = _tiny(uses_memory=False)
+  sequences = [_inputs(1, 12, seed=2)[0], _inputs(1, 3, seed=3)[0]]
+  long, short = rollout.offline_sequences(
+      model, variables, _OfflineConfig(), sequences, batch=2)
+  whole = model.apply(variables, sequences[0][None, 5:10], None, None)
+  np.testing.assert_allclose(long["rot6d"][5:10], whole["rot6d"][0],
+                             atol=1e-5)
+  tail = model.apply(variables, sequences[0][None, 7:12], None, None)
+  np.testing.assert_allclose(long["rot6d"][10:], tail["rot6d"][0, 3:],
+                             atol=1e-5)
+  padded = np.concatenate([np.repeat(sequences[1][:1], 2, 0), sequences[1]])
+  alone = model.apply(variables, padded[None], None, None)
+  np.testing.assert_allclose(short["rot6d"], alone["rot6d"][0, 2:], atol=1e-5)
+  with pytest.raises(ValueError, match="without memory"):
+    rollout.offline_sequences(
+        model, variables, _OfflineConfig(uses_memory=True), sequences)
