@@ -1,0 +1,359 @@
+"""The streaming step as a TFLite model, and a LiteRT runner for it (DESIGN 5).
+
+One TFLite signature, ``serving_default``, is exactly ``rollout.step`` for one sequence:
+
+  inputs   frame (1, 54) and the carried state, one tensor per state leaf;
+  outputs  the pose (rot6d (1, 132), pos (1, 66) when the model has a position
+           branch, lost (1,)) and the new state, under the same leaf names.
+
+State leaves are named ``state_<field>`` after ``rollout.State``'s fields
+(``state_window`` (1, T, 54), ``state_prev_sparse`` (1, T, 54),
+``state_prev_motion`` (1, T, 198), ``state_held`` (1, 54),
+``state_started`` (1,), ...); fields that are None for a model are absent.
+The JSON sidecar written next to the model (``model.tflite`` ->
+``model.json``) lists every input and output with shape and dtype, the state
+leaves with their initial values, the window, the model config, the
+quantization, a checksum of the parameters and one of the .tflite bytes; the
+runner refuses a sidecar that does not describe its model.
+
+The conversion goes jax2tf (native serialization: one XlaCallModule of
+StableHLO; jax 0.10 has no other mode) -> TFLiteConverter with builtin ops
+only -> LiteRT interpreter, one thread, XNNPACK (the default delegate).
+
+  tflite, sidecar = export.export_model(cfg, variables, quantize="none")
+  export.save(tflite, sidecar, "model.tflite")
+  runner = export.TFLiteStreamer("model.tflite")
+  state = runner.init_state()
+  state, pose = runner.step(state, frame)           # frame (54,) or (1, 54)
+  poses = export.predict_sequence("model.tflite", sparse)   # (N, 54) in
+"""
+
+import dataclasses
+import hashlib
+import json
+import os
+import re
+from typing import Any, Callable, Mapping
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from memmlp_jax import rollout
+from memmlp_jax.models import configs
+
+FORMAT = "memmlp_jax.tflite_step/1"
+SIGNATURE = "serving_default"
+QUANTIZE = ("none", "fp16", "int8")
+FRAME = "frame"
+STATE_PREFIX = "state_"
+POSE_KEYS = ("rot6d", "pos", "lost")
+
+StepFn = Callable[[Any, jax.Array], tuple[Any, dict]]
+
+
+class ExportError(Exception):
+  """The step cannot be expressed with TFLite builtin ops (names the op)."""
+
+
+class SidecarMismatchError(ValueError):
+  """A .tflite file and its JSON sidecar do not describe the same model."""
+
+
+# --------------------------------------------------------------- the step
+
+
+def streaming_step(cfg: configs.ModelConfig, variables) -> tuple[Any, StepFn]:
+  """(initial state for one sequence, step(state, frame (1, 54)))."""
+  model = configs.build(cfg)
+
+  def step(state, frame):
+    state, pose = rollout.step(model, variables, state, frame)
+    return state, {k: v for k, v in pose.items() if v is not None}
+
+  return rollout.init_state(cfg, batch=1), step
+
+
+def _leaf_name(path) -> str:
+  parts = []
+  for key in path:
+    part = getattr(key, "name", None) or getattr(key, "key", None)
+    parts.append(str(part if part is not None else getattr(key, "idx", key)))
+  return STATE_PREFIX + "_".join(parts)
+
+
+def state_layout(state) -> list[tuple[str, Any]]:
+  """[(tensor name, leaf)] for the non-None leaves of a state pytree."""
+  leaves = jax.tree_util.tree_flatten_with_path(state)[0]
+  return [(_leaf_name(path), leaf) for path, leaf in leaves]
+
+
+def _spec(name: str, x) -> dict:
+  x = np.asarray(x)
+  return {"name": name, "shape": list(x.shape), "dtype": x.dtype.name}
+
+
+def _initial_value(x) -> dict:
+  """A uniform leaf as {"fill": v}; anything else as its nested values."""
+  x = np.asarray(x)
+  flat = x.reshape(-1)
+  if flat.size and np.all(flat == flat[0]):
+    return {"fill": flat[0].item()}
+  return {"values": x.tolist()}
+
+
+def _materialize(spec: Mapping, init: Mapping) -> np.ndarray:
+  if "fill" in init:
+    return np.full(spec["shape"], init["fill"], spec["dtype"])
+  return np.asarray(init["values"], spec["dtype"]).reshape(spec["shape"])
+
+
+def param_checksum(params) -> str:
+  """sha256 over the parameter leaves' paths, dtypes, shapes and bytes."""
+  digest = hashlib.sha256()
+  for path, leaf in jax.tree_util.tree_flatten_with_path(params)[0]:
+    leaf = np.ascontiguousarray(np.asarray(leaf))
+    digest.update(jax.tree_util.keystr(path).encode())
+    digest.update(f"{leaf.dtype.name}{leaf.shape}".encode())
+    digest.update(leaf.tobytes())
+  return digest.hexdigest()
+
+
+def step_flops(step: StepFn, state, frame_dim: int = configs.SPARSE_DIM
+               ) -> float:
+  """FLOPs of one step from XLA's cost analysis (a multiply-add counts 2)."""
+  frame = jnp.zeros((1, frame_dim), jnp.float32)
+  compiled = jax.jit(step).lower(state, frame).compile()
+  cost = compiled.cost_analysis()
+  if isinstance(cost, (list, tuple)):
+    cost = cost[0]
+  return float(cost["flops"])
+
+
+# ------------------------------------------------------------- conversion
+
+
+def _unsupported_ops(error_text: str) -> list[str]:
+  """Op names the converter could not lower, read from its error text."""
+  patterns = (r"'(?:vhlo|stablehlo|mhlo|chlo)\.([a-z_0-9]+?)(?:_v\d+)?' op "
+              r"(?:is not part|failed|is neither)",
+              r"failed to legalize operation '([^']+)'",
+              r"custom_call_target = \"([^\"]+)\"",
+              r"\\00(lapack_[a-z0-9_]+|[a-z0-9_]+_ffi)\\00",
+              r"(?:Flex|Custom) ops: ([A-Za-z0-9_, ]+)")
+  found = []
+  for pattern in patterns:
+    for match in re.findall(pattern, error_text):
+      for name in match.split(", "):
+        name = name.strip()
+        if name and name not in found and name != "XlaCallModule":
+          found.append(name)
+  return found
+
+
+def _converter_options(converter, quantize: str):
+  import tensorflow as tf  # pylint: disable=g-import-not-at-top
+  converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS]
+  if quantize == "fp16":
+    converter.optimizations = [tf.lite.Optimize.DEFAULT]
+    converter.target_spec.supported_types = [tf.float16]
+  elif quantize == "int8":
+    # Dynamic range: int8 weights, float activations; no calibration data.
+    converter.optimizations = [tf.lite.Optimize.DEFAULT]
+
+
+def convert_step(step: StepFn, state, *, quantize: str = "none",
+                 frame_dim: int = configs.SPARSE_DIM) -> bytes:
+  """The TFLite flatbuffer of ``step`` (its parameters baked in as constants).
+
+  Raises:
+    ExportError: an op has no TFLite builtin equivalent (the message names
+      it), or ``quantize`` is unknown.
+  """
+  if quantize not in QUANTIZE:
+    raise ExportError(f"quantize={quantize!r} is not one of {QUANTIZE}")
+  import tensorflow as tf  # pylint: disable=g-import-not-at-top
+  from jax.experimental import jax2tf  # pylint: disable=g-import-not-at-top
+  layout = state_layout(state)
+  treedef = jax.tree.structure(state)
+
+  def flat_step(frame, *leaves):
+    new_state, pose = step(jax.tree.unflatten(treedef, leaves), frame)
+    outputs = dict(pose)
+    outputs.update((name, leaf) for name, leaf in state_layout(new_state))
+    return outputs
+
+  specs = [tf.TensorSpec((1, frame_dim), tf.float32, name=FRAME)]
+  specs += [tf.TensorSpec(np.shape(leaf), tf.as_dtype(np.asarray(leaf).dtype),
+                          name=name) for name, leaf in layout]
+  converted = jax2tf.convert(flat_step, with_gradient=False)
+
+  class StepModule(tf.Module):
+
+    @tf.function(input_signature=specs, autograph=False)
+    def step(self, *args):
+      return converted(*args)
+
+  module = StepModule()
+  converter = tf.lite.TFLiteConverter.from_concrete_functions(
+      [module.step.get_concrete_function()], module)
+  _converter_options(converter, quantize)
+  try:
+    return converter.convert()
+  except Exception as e:  # pylint: disable=broad-except
+    ops = _unsupported_ops(str(e))
+    named = ", ".join(repr(op) for op in ops) or "(unnamed; see the cause)"
+    raise ExportError(f"TFLite builtin ops cannot express op {named} of the "
+                      "step; rewrite it with supported ops") from e
+
+
+def make_sidecar(cfg: configs.ModelConfig, params, state, tflite: bytes,
+                 quantize: str, pose_names) -> dict:
+  """The JSON-ready description of an exported step."""
+  layout = state_layout(state)
+  frame = np.zeros((1, configs.SPARSE_DIM), np.float32)
+  pose_specs = {"rot6d": (1, configs.ROT6D_DIM), "pos": (1, configs.POS_DIM),
+                "lost": (1,)}
+  outputs = [{"name": name, "shape": list(pose_specs[name]),
+              "dtype": "bool" if name == "lost" else "float32"}
+             for name in POSE_KEYS if name in pose_names]
+  return {
+      "format": FORMAT,
+      "signature": SIGNATURE,
+      "model": cfg.name,
+      "window": cfg.window,
+      "config": json.loads(json.dumps(dataclasses.asdict(cfg))),
+      "quantize": quantize,
+      "inputs": [_spec(FRAME, frame)] + [_spec(n, x) for n, x in layout],
+      "outputs": outputs + [_spec(n, x) for n, x in layout],
+      "state": [{**_spec(n, x), "init": _initial_value(x)}
+                for n, x in layout],
+      "param_checksum": param_checksum(params),
+      "tflite_sha256": hashlib.sha256(tflite).hexdigest(),
+  }
+
+
+def export_model(cfg: configs.ModelConfig, variables, *,
+                 quantize: str = "none") -> tuple[bytes, dict]:
+  """(tflite bytes, sidecar) of the streaming step of ``cfg`` with ``variables``."""
+  state, step = streaming_step(cfg, variables)
+  pose_names = jax.eval_shape(
+      step, state, jnp.zeros((1, configs.SPARSE_DIM)))[1].keys()
+  tflite = convert_step(step, state, quantize=quantize)
+  return tflite, make_sidecar(cfg, variables, state, tflite, quantize,
+                              pose_names)
+
+
+def sidecar_path(model_path: str) -> str:
+  return os.path.splitext(model_path)[0] + ".json"
+
+
+def save(tflite: bytes, sidecar: Mapping, model_path: str) -> str:
+  """Writes the model and its sidecar; returns the sidecar's path."""
+  with open(model_path, "wb") as f:
+    f.write(tflite)
+  path = sidecar_path(model_path)
+  with open(path, "w") as f:
+    json.dump(sidecar, f, indent=1)
+  return path
+
+
+# ------------------------------------------------------------------ runner
+
+
+def load_sidecar(model_path: str) -> dict:
+  """The sidecar of ``model_path``, checked against the model's bytes."""
+  path = sidecar_path(model_path)
+  if not os.path.exists(path):
+    raise SidecarMismatchError(f"{path}: no sidecar next to {model_path}")
+  try:
+    with open(path) as f:
+      sidecar = json.load(f)
+  except json.JSONDecodeError as e:
+    raise SidecarMismatchError(f"{path}: not JSON ({e})") from e
+  if not isinstance(sidecar, dict) or sidecar.get("format") != FORMAT:
+    raise SidecarMismatchError(f"{path}: not a {FORMAT} sidecar")
+  with open(model_path, "rb") as f:
+    actual = hashlib.sha256(f.read()).hexdigest()
+  if sidecar.get("tflite_sha256") != actual:
+    raise SidecarMismatchError(
+        f"{path}: describes another model than {model_path} (sha256 "
+        f"{str(sidecar.get('tflite_sha256'))[:12]}..., the file has "
+        f"{actual[:12]}...)")
+  return sidecar
+
+
+def _check_signature(runner, sidecar: Mapping, model_path: str):
+  """The signature's tensors must be the sidecar's, name, shape and dtype."""
+  def described(details):
+    return {name: (list(d["shape"]), np.dtype(d["dtype"]).name)
+            for name, d in details.items()}
+  expected_in = {t["name"]: (t["shape"], t["dtype"]) for t in sidecar["inputs"]}
+  expected_out = {t["name"]: (t["shape"], t["dtype"])
+                  for t in sidecar["outputs"]}
+  got_in = described(runner.get_input_details())
+  got_out = described(runner.get_output_details())
+  for kind, want, got in (("inputs", expected_in, got_in),
+                          ("outputs", expected_out, got_out)):
+    if want != got:
+      raise SidecarMismatchError(
+          f"{sidecar_path(model_path)}: its {kind} {want} are not the "
+          f"model's {got}")
+
+
+class TFLiteStreamer:
+  """Streams frames through an exported step, like rollout.init_state/step.
+
+  State is a dict of NumPy arrays keyed by the sidecar's state names.
+  """
+
+  def __init__(self, model_path: str, num_threads: int = 1):
+    from ai_edge_litert import interpreter  # pylint: disable=g-import-not-at-top
+    self.sidecar = load_sidecar(model_path)
+    self._interpreter = interpreter.Interpreter(model_path=model_path,
+                                                num_threads=num_threads)
+    self._runner = self._interpreter.get_signature_runner(SIGNATURE)
+    _check_signature(self._runner, self.sidecar, model_path)
+    self._state_names = [s["name"] for s in self.sidecar["state"]]
+
+  @property
+  def window(self) -> int:
+    return self.sidecar["window"]
+
+  def init_state(self) -> dict[str, np.ndarray]:
+    """The state before the first frame."""
+    return {s["name"]: _materialize(s, s["init"]) for s in self.sidecar["state"]}
+
+  def step(self, state: Mapping[str, np.ndarray], frame
+           ) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
+    """(new state, pose); pose = {"rot6d": (1, 132), "pos"?, "lost": (1,)}."""
+    frame = np.asarray(frame, np.float32).reshape(1, -1)
+    out = self._runner(**{FRAME: frame}, **state)
+    new_state = {name: out[name] for name in self._state_names}
+    pose = {k: out[k] for k in POSE_KEYS if k in out}
+    return new_state, pose
+
+
+def predict_sequence(model_path: str, sparse, num_threads: int = 1,
+                     streamer: TFLiteStreamer | None = None) -> dict:
+  """Poses of a whole sequence streamed through a .tflite step.
+
+  Args:
+    model_path: the exported model (its sidecar next to it).
+    sparse: (N, 54) sparse input frames.
+    num_threads: interpreter threads.
+    streamer: reuse an open runner instead of loading ``model_path`` again.
+
+  Returns:
+    {"rot6d": (N, 132), "pos": (N, 66) or None, "lost": (N,)}, the same
+    shape as one entry of ``rollout.rollout_sequences``.
+  """
+  streamer = streamer or TFLiteStreamer(model_path, num_threads)
+  state = streamer.init_state()
+  poses = []
+  for frame in np.asarray(sparse, np.float32):
+    state, pose = streamer.step(state, frame)
+    poses.append(pose)
+  out = {k: np.concatenate([p[k] for p in poses]) for k in poses[0]}
+  out.setdefault("pos", None)
+  return out
