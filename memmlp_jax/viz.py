@@ -104,13 +104,16 @@ def animate_skeletons(sequences: Sequence[np.ndarray],
 
   frames = _frame_indices(max(len(s) for s in sequences), fps, gif_fps,
                           max_frames)
-  fig = plt.figure(figsize=(3.6 * len(sequences), 4.0), dpi=80)
+  fig = plt.figure(figsize=(4.0 * len(sequences), 4.4), dpi=90)
+  fig.subplots_adjust(left=0.0, right=1.0, bottom=0.0, top=0.94, wspace=0.0)
   panels = []
   for k, (seq, title) in enumerate(zip(sequences, titles)):
     ax = fig.add_subplot(1, len(sequences), k + 1, projection="3d")
     ax.view_init(elev=elevation, azim=azimuth)
     ax.set_title(title, fontsize=9)
-    ax.set_box_aspect((1.0, 1.0, 1.0))
+    ax.set_box_aspect((1.0, 1.0, 1.0), zoom=1.25)
+    for axis in (ax.xaxis, ax.yaxis, ax.zaxis):
+      axis.set_pane_color((1.0, 1.0, 1.0, 0.0))
     half = _panel_half_width(seq)
     top = max(2.0, float(seq[..., 2].max()) + 0.1)
     bottom = min(0.0, float(seq[..., 2].min()) - 0.1)
@@ -120,7 +123,7 @@ def animate_skeletons(sequences: Sequence[np.ndarray],
     bones = [ax.plot([], [], [], color=colors[j], lw=2)[0]
              for j in range(1, num_joints)]
     num_lines = int(np.ceil(2 * half / _FLOOR_STEP)) + 1
-    floor = [ax.plot([], [], [], color="0.75", lw=0.6)[0]
+    floor = [ax.plot([], [], [], color="0.6", lw=0.7)[0]
              for _ in range(2 * num_lines)]
     panels.append((ax, seq, half, bones, floor))
 

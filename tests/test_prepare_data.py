@@ -192,13 +192,10 @@ def test_cli_prepares_reports_and_previews(amass_data, tmp_path):
   assert gif.stat().st_size > 0
 
 
-@pytest.mark.parametrize("args, message", [
-    (["--protocol=s3"], "needs --body_model"),
-    (["--protocol=free", "--download=false"], "data folder not found"),
-])
-def test_cli_bad_usage_is_a_clean_error(tmp_path, args, message):
-  result = _cli(*args, f"--data_dir={tmp_path / 'none'}",
-                f"--out={tmp_path / 'out'}", cwd=ROOT)
+def test_cli_bad_input_is_a_clean_error(tmp_path):
+  result = _cli("--protocol=free", "--download=false",
+                f"--data_dir={tmp_path / 'none'}", f"--out={tmp_path / 'out'}",
+                cwd=ROOT)
   assert result.returncode != 0
-  assert message in result.stderr
+  assert f"{tmp_path / 'none'}: data folder not found" in result.stderr
   assert "Traceback" not in result.stderr

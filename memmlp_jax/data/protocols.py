@@ -192,12 +192,12 @@ def write_free_split(data_dir: str, path: str = FREE_SPLIT_FILE,
   split = stratified_split({c: person_of(c) for c in clips},
                            TEST_FRACTION, seed)
   write_split_file(path, split, (
-      f"Free protocol: every clip of {', '.join(FREE_FOLDERS.values())},\n"
-      f"split {1 - TEST_FRACTION:.0%}/{TEST_FRACTION:.0%} by clip, stratified "
-      f"by person (CMU subject numbers name the same\n"
-      f"person in ASF/AMC and BVH), seed {seed}. Written once by "
-      f"memmlp_jax.data.protocols.write_free_split;\n"
-      f"do not edit: the split must not drift."))
+      f"Free protocol: every clip of {', '.join(FREE_FOLDERS.values())};\n"
+      f"{1 - TEST_FRACTION:.0%}/{TEST_FRACTION:.0%} by clip, stratified by "
+      f"person (CMU subject numbers name the same\n"
+      f"person in ASF/AMC and BVH), seed {seed}. Written once by\n"
+      f"memmlp_jax.data.protocols.write_free_split; do not edit, so the "
+      f"split never drifts."))
   return split
 
 
@@ -209,12 +209,16 @@ def _free_clip_refs(data_dir: str) -> dict[str, Callable[[], object]]:
   from memmlp_jax.data import asfamc  # pylint: disable=g-import-not-at-top
   from memmlp_jax.data import bvh  # pylint: disable=g-import-not-at-top
   loaders = {}
+  asfamc_dir = os.path.join(data_dir, FREE_FOLDERS["cmu"])
   for prefix, folder in FREE_FOLDERS.items():
     path = os.path.join(data_dir, folder)
     if not os.path.isdir(path):
       continue
     if prefix == "cmu_bvh":
-      clips = bvh.iter_clips(path, bvh.load_joint_map(BVH_MAP_FILE))
+      # The BVH repair takes the thorax of subjects 02/05/06/09 from their
+      # ASFs when present, else estimates it.
+      clips = bvh.iter_cmu_clips(
+          path, asfamc_dir if os.path.isdir(asfamc_dir) else None)
     else:
       clips = asfamc.iter_clips(path)
     for clip in clips:
