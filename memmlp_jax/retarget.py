@@ -12,7 +12,9 @@ its children, so for canonical joint j with source joint s(j):
    local rotation); targets whose source point coincides with s(j)'s are left
    out (CMU's clavicles start at the thorax end);
 2. A_j maps the canonical rest directions j -> target onto the source's:
-   Kabsch for two or more targets, the minimal rotation for one. A joint with
+   Kabsch for two or more targets, the minimal rotation for one (applied
+   after the body-frame alignment B below, which fixes the twist a single
+   direction leaves open: for CMU B is about the identity). A joint with
    none (a leaf) gets the body-frame alignment: the rotation taking the
    canonical body's rest axes (up; left = hip to hip, level) onto the
    source's, about the identity for a Y-up source facing +Z like CMU's (so
@@ -235,7 +237,7 @@ def make_plan(source_skeleton: skeleton_lib.Skeleton,
     if len(targets) >= 2 and np.linalg.matrix_rank(src, tol=1e-6) >= 2:
       alignments[j] = geometry.kabsch(can, src)
     elif targets:
-      alignments[j] = geometry.rotation_between(can[0], src[0])
+      alignments[j] = geometry.rotation_between(body @ can[0], src[0]) @ body
     elif names[j] in _INHERITS_ALIGNMENT:
       alignments[j] = alignments[names.index(_INHERITS_ALIGNMENT[names[j]])]
     else:

@@ -200,7 +200,7 @@ def _parse_asf(text: str, path: str) -> Asf:
     if parts and parts[0] not in ("begin", "end"):
       children.setdefault(parts[0], []).extend(parts[1:])
   ordered, parents = [], [-1]
-  stack = [(ROOT, -1)]
+  stack = [(ROOT, 0)]
   seen = {ROOT}
   while stack:
     parent_name, parent_index = stack.pop(0)
