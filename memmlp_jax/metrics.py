@@ -28,7 +28,7 @@ HEADERS = {"mpjre": "MPJRE", "mpjpe": "MPJPE", "mpjve": "MPJVE",
            "hand_pe": "Hand PE", "upper_pe": "Upper PE",
            "lower_pe": "Lower PE", "root_pe": "Root PE", "jitter": "Jitter",
            "gt_jitter": "GT Jitter"}
-_MIN_FRAMES = 4  # the third difference of jitter needs four frames
+MIN_FRAMES = 4  # the third difference of jitter needs four frames
 
 
 def head_aligned_positions(rot6d, head_position, skeleton):
@@ -93,8 +93,8 @@ def sequence_metrics(pred_rot6d, gt_rot6d, gt_positions, head_position,
     ``per_joint``, the (22,) mean position error of each joint in cm.
   """
   num_frames = len(pred_rot6d)
-  if num_frames < _MIN_FRAMES:
-    raise ValueError(f"a sequence needs at least {_MIN_FRAMES} frames for "
+  if num_frames < MIN_FRAMES:
+    raise ValueError(f"a sequence needs at least {MIN_FRAMES} frames for "
                      f"the velocity metrics, got {num_frames}")
   gt = np.asarray(gt_positions, np.float64).reshape(num_frames, -1, 3)
   pred = head_aligned_positions(np.asarray(pred_rot6d, np.float64),
