@@ -73,7 +73,7 @@ class SourceMotion:
     return len(self.local_rotations)
 
   def world_pose(self):
-    """(global rotations (N, J, 3, 3), positions (N, J, 3)) in the Z-up world."""
+    """(global rotations (N, J, 3, 3), positions (N, J, 3)), Z-up world."""
     rotations, positions = geometry.forward_kinematics(
         self.local_rotations, self.root_translation, self.skeleton.parents,
         self.skeleton.offsets)
@@ -179,22 +179,27 @@ def _alignment_targets(joint: int, mapped) -> Tuple[int, ...]:
   return tuple(result)
 
 
-def _hip_frame(rest, left_hip: int, right_hip: int, up_axis) -> np.ndarray:
+def _hip_frame(rest, left_hip: int, right_hip: int, up_axis, path
+               ) -> np.ndarray:
   """Columns: the body's left (hip to hip, level), up and forward axes."""
   left = rest[left_hip] - rest[right_hip]
   left = left - np.dot(left, up_axis) * up_axis
-  left /= np.linalg.norm(left)
+  norm = np.linalg.norm(left)
+  if norm < _COINCIDENT_M:
+    raise motion_lib.MotionError(
+        path, "the zero pose's hips are not side by side (is 'up' right?)")
+  left = left / norm
   return np.stack([left, up_axis, np.cross(left, up_axis)], axis=1)
 
 
-def _body_frame(source_rest, source_joints, up: str) -> np.ndarray:
+def _body_frame(source_rest, source_joints, up: str, path) -> np.ndarray:
   """Rotation taking the canonical body's rest axes onto the source's."""
   names = skeleton_lib.JOINT_NAMES
   left, right = names.index("left_hip"), names.index("right_hip")
   canonical = _hip_frame(skeleton_lib.SMPL_NEUTRAL.rest_positions(), left,
-                         right, _UP_AXES["y"])
+                         right, _UP_AXES["y"], path)
   source = _hip_frame(source_rest, source_joints[left], source_joints[right],
-                      _UP_AXES[up])
+                      _UP_AXES[up], path)
   return source @ canonical.T
 
 
@@ -217,7 +222,7 @@ def make_plan(source_skeleton: skeleton_lib.Skeleton,
   mapped = [s >= 0 for s in source_joints]
   canonical_rest = skeleton_lib.SMPL_NEUTRAL.rest_positions()
   source_rest = source_skeleton.rest_positions()
-  body = _body_frame(source_rest, source_joints, up)
+  body = _body_frame(source_rest, source_joints, up, path)
 
   alignments = np.tile(np.eye(3), (len(names), 1, 1))
   all_targets = []

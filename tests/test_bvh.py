@@ -304,5 +304,6 @@ def test_every_cmu_bvh_clip_loads():
     assert motion.clip_id == clip.clip_id and motion.subject == clip.subject
   print(f"cmu_mocap_bvh: {loaded} clips, {frames} frames at 60 fps in "
         f"{time.perf_counter() - start:.1f} s; failed {failed}")
-  assert clips[0].clip_id == "cmu_bvh/01_01" and clips[0].subject == "cmu_bvh/01"
+  assert (clips[0].clip_id, clips[0].subject) == ("cmu_bvh/01_01",
+                                                  "cmu_bvh/01")
   assert loaded == len(clips) == 73

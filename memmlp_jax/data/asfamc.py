@@ -168,7 +168,8 @@ def _parse_asf(text: str, path: str) -> Asf:
       current.append(stripped)
   for required in ("root", "bonedata", "hierarchy"):
     if required not in sections:
-      raise motion_lib.MotionError(path, f"no :{required} section (not an ASF?)")
+      raise motion_lib.MotionError(path,
+                                   f"no :{required} section (not an ASF?)")
 
   units = dict((l.split() + [""])[:2] for l in sections.get("units", []))
   degrees = units.get("angle", "deg").lower().startswith("deg")
@@ -224,7 +225,7 @@ def _parse_asf(text: str, path: str) -> Asf:
 
 
 def _amc_values(text: str, asf: Asf, path, stride: int):
-  """({bone name: (frames, values)}, degrees) from an AMC, every stride-th frame."""
+  """({bone: (frames, values)}, degrees) of every stride-th AMC frame."""
   first = _FRAME_LINE.search(text)
   if first is None:
     raise motion_lib.MotionError(path, "no frames (not an AMC file?)")
@@ -243,7 +244,8 @@ def _amc_values(text: str, asf: Asf, path, stride: int):
   return values, degrees
 
 
-def _amc_fast(body: str, counts, stride: int) -> Optional[Dict[str, np.ndarray]]:
+def _amc_fast(body: str, counts,
+              stride: int) -> Optional[Dict[str, np.ndarray]]:
   """Parses AMC frames whose bone lines keep the first frame's order.
 
   Works per bone on every stride-th frame's lines, in C-speed string
@@ -284,7 +286,7 @@ def _amc_fast(body: str, counts, stride: int) -> Optional[Dict[str, np.ndarray]]
 def _amc_by_name(body: str, counts, path) -> Dict[str, np.ndarray]:
   """Line-by-line AMC parser keyed by bone name, with precise errors."""
   frames = []
-  for number, line in enumerate(body.split("\n"), start=1):
+  for line in body.split("\n"):
     parts = line.split()
     if not parts:
       continue
@@ -394,7 +396,7 @@ class ClipSource(NamedTuple):
 
 
 def _naming(asf_stem: str, source: Optional[str]) -> Tuple[str, str]:
-  """(source, subject) from an ASF name: HDM_bd -> (hdm05, bd), 02 -> (cmu, 02)."""
+  """(source, subject) of an ASF: HDM_bd -> (hdm05, bd), 02 -> (cmu, 02)."""
   if asf_stem.startswith("HDM_"):
     return source or "hdm05", asf_stem[len("HDM_"):]
   return source or "cmu", asf_stem
@@ -408,7 +410,8 @@ def _pick_asf(amc_stem: str, asf_stems) -> Optional[str]:
   return max(matches, key=len) if matches else None
 
 
-def _zip_reader(zip_path: pathlib.Path, member: str):
+def zip_reader(zip_path: pathlib.Path, member: str) -> Callable[[], str]:
+  """A function reading one zip member as text, MotionError if it cannot."""
   def read() -> str:
     try:
       with zipfile.ZipFile(zip_path) as archive:
@@ -430,7 +433,8 @@ def _clip(clip_name, amc_name, asf_name, asf_stem, read_amc, read_asf, source,
   source_name, subject = _naming(asf_stem, source)
 
   def load() -> motion_lib.Motion:
-    return load_amc(read_asf(), read_amc(), clip_id=f"{source_name}/{clip_name}",
+    return load_amc(read_asf(), read_amc(),
+                    clip_id=f"{source_name}/{clip_name}",
                     subject=f"{source_name}/{subject}", source=source_name,
                     fps=fps, asf_name=asf_name, amc_name=amc_name)
   return ClipSource(f"{source_name}/{clip_name}", f"{source_name}/{subject}",
@@ -464,17 +468,20 @@ def iter_clips(folder, *, source: Optional[str] = None,
       asf_stem = _pick_asf(stem, asfs)
       amc_name = f"{zip_path}:{member}"
       if asf_stem is None:
-        yield ClipSource(f"{source or 'cmu'}/{stem}", "", _missing_asf(amc_name))
+        yield ClipSource(f"{source or 'cmu'}/{stem}",
+                         f"{source or 'cmu'}/{zip_path.stem}",
+                         _missing_asf(amc_name))
         continue
       yield _clip(stem, amc_name, f"{zip_path}:{asfs[asf_stem]}", asf_stem,
-                  _zip_reader(zip_path, member),
-                  _zip_reader(zip_path, asfs[asf_stem]), source, fps)
+                  zip_reader(zip_path, member),
+                  zip_reader(zip_path, asfs[asf_stem]), source, fps)
   for directory in sorted({p.parent for p in folder.rglob("*.amc")}):
     asfs = {p.stem: p for p in directory.glob("*.asf")}
     for amc in sorted(directory.glob("*.amc")):
       asf_stem = _pick_asf(amc.stem, asfs)
       if asf_stem is None:
-        yield ClipSource(f"{source or 'cmu'}/{amc.stem}", "",
+        yield ClipSource(f"{source or 'cmu'}/{amc.stem}",
+                         f"{source or 'cmu'}/{directory.name}",
                          _missing_asf(str(amc)))
         continue
       yield _clip(amc.stem, str(amc), str(asfs[asf_stem]), asf_stem,

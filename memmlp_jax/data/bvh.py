@@ -19,7 +19,7 @@ import json
 import math
 import pathlib
 import zipfile
-from typing import Callable, Dict, Iterator, NamedTuple, Optional, Tuple
+from typing import Callable, Dict, Iterator, Optional, Tuple
 
 import numpy as np
 
@@ -89,11 +89,23 @@ class Bvh:
 
   @property
   def fps(self) -> float:
-    return 1.0 / self.frame_time
+    return frame_rate(self.frame_time)
 
   def channel_index(self, joint: int) -> int:
     """Column of the joint's first channel."""
     return sum(len(c) for c in self.channels[:joint])
+
+
+def frame_rate(frame_time: float) -> float:
+  """Frames per second of a 'Frame Time:'; a rounded decimal is undone.
+
+  Files print the frame time to a few digits (".0083333" for 120 fps), so a
+  rate within 0.01% of a whole number of fps is that number; this also lets
+  120 -> 60 fps stay an exact stride instead of an interpolation.
+  """
+  fps = 1.0 / frame_time
+  whole = round(fps)
+  return float(whole) if whole and abs(fps - whole) < 1e-4 * fps else fps
 
 
 def _read(path_or_text, name: Optional[str]) -> Tuple[str, str]:
@@ -136,7 +148,8 @@ def _parse_hierarchy(tokens, path):
     token = tokens[i]
     if token in ("ROOT", "JOINT"):
       if token == "ROOT" and names:
-        raise motion_lib.MotionError(path, "more than one ROOT is not supported")
+        raise motion_lib.MotionError(path,
+                                     "more than one ROOT is not supported")
       name = tokens[i + 1] if i + 1 < len(tokens) else ""
       if name in names:
         raise motion_lib.MotionError(path, f"joint {name!r} appears twice")
@@ -231,7 +244,8 @@ def parse_bvh(path_or_text, name: Optional[str] = None,
   if bad.any():
     raise motion_lib.MotionError(
         path, f"NaN/inf values in frame {np.flatnonzero(bad)[0] * stride}")
-  return Bvh(names, parents, offsets, channels, frame_time * stride, values)
+  return Bvh(names, parents, offsets, channels, stride / frame_rate(frame_time),
+             values)
 
 
 def _rotations(bvh: Bvh) -> np.ndarray:
@@ -301,7 +315,7 @@ def load_bvh(path_or_text, joint_map: JointMap, *, clip_id: str,
     bvh = repair(parse_bvh(path_or_text, path), clip_id, path)
     stride = retarget.exact_stride(bvh.fps, retarget.FPS)
     bvh = dataclasses.replace(bvh, values=bvh.values[::stride],
-                              frame_time=bvh.frame_time * stride)
+                              frame_time=stride / bvh.fps)
   absent = sorted({s for s in joint_map.joints.values() if s is not None} -
                   set(bvh.names))
   if absent:
@@ -327,18 +341,12 @@ def _peek_fps(path_or_text, path) -> float:
     frame_time = float(rest.split("\n", 1)[0])
   except ValueError:
     return 1.0  # not readable here; parse_bvh reports it on the full file
-  return 1.0 / frame_time if frame_time > 0 else 1.0
-
-
-class ClipSource(NamedTuple):
-  """A clip found in a folder; ``load()`` returns its Motion or raises."""
-  clip_id: str
-  subject: str
-  load: Callable[[], motion_lib.Motion]
+  return frame_rate(frame_time) if frame_time > 0 else 1.0
 
 
 def iter_clips(folder, joint_map: JointMap, *, source: str,
-               repair: Optional[Repair] = None) -> Iterator[ClipSource]:
+               repair: Optional[Repair] = None
+               ) -> Iterator[asfamc.ClipSource]:
   """Every BVH under ``folder``: in zips (one per subject) or plain folders.
 
   Clip ids are "<source>/<file stem>"; the subject is "<source>/<zip stem>"
@@ -357,18 +365,19 @@ def iter_clips(folder, joint_map: JointMap, *, source: str,
     for member in sorted(m for m in members if m.lower().endswith(".bvh")):
       yield _clip(f"{source}/{pathlib.PurePath(member).stem}",
                   f"{source}/{zip_path.stem}", f"{zip_path}:{member}",
-                  asfamc._zip_reader(zip_path, member), joint_map, repair)  # pylint: disable=protected-access
+                  asfamc.zip_reader(zip_path, member), joint_map, repair)
   for bvh_path in sorted(folder.rglob("*.bvh")):
     yield _clip(f"{source}/{bvh_path.stem}", f"{source}/{bvh_path.parent.name}",
                 str(bvh_path), lambda p=bvh_path: _read(p, None)[0], joint_map,
                 repair)
 
 
-def _clip(clip_id, subject, name, read, joint_map, repair) -> ClipSource:
+def _clip(clip_id, subject, name, read, joint_map,
+          repair) -> asfamc.ClipSource:
   def load() -> motion_lib.Motion:
     return load_bvh(read(), joint_map, clip_id=clip_id, subject=subject,
                     source=clip_id.split("/", 1)[0], name=name, repair=repair)
-  return ClipSource(clip_id, subject, load)
+  return asfamc.ClipSource(clip_id, subject, load)
 
 
 # --- The CMU BVH release (../shared/data/cmu_mocap_bvh/README.md) ---
@@ -430,7 +439,7 @@ def _asf_thorax(asfamc_dir, subject: str) -> Optional[np.ndarray]:
                 asfamc_dir / f"{subject}.zip"]
   for zip_path in candidates:
     if zip_path.is_file():
-      text = asfamc._zip_reader(zip_path, f"{subject}.asf")()  # pylint: disable=protected-access
+      text = asfamc.zip_reader(zip_path, f"{subject}.asf")()
       break
   else:
     plain = list(asfamc_dir.rglob(f"{subject}.asf"))
@@ -442,7 +451,8 @@ def _asf_thorax(asfamc_dir, subject: str) -> Optional[np.ndarray]:
   return thorax[0].direction * thorax[0].length if thorax else None
 
 
-def iter_cmu_clips(bvh_dir, asfamc_dir=None) -> Iterator[ClipSource]:
+def iter_cmu_clips(bvh_dir, asfamc_dir=None
+                   ) -> Iterator[asfamc.ClipSource]:
   """The CMU BVH clips (ids "cmu_bvh/07_01"), repaired, at 60 fps."""
   return iter_clips(bvh_dir, load_joint_map(CMU_MAP), source="cmu_bvh",
                     repair=cmu_repair(asfamc_dir))
