@@ -1,6 +1,5 @@
 """Tests for memmlp_jax.data.prepared and the prepare_data CLI."""
 
-import json
 import os
 import pathlib
 import subprocess
