@@ -119,10 +119,10 @@ def param_checksum(params) -> str:
   return digest.hexdigest()
 
 
-def step_flops(step: StepFn, state, frame_dim: int = configs.SPARSE_DIM
-               ) -> float:
+def step_flops(step: StepFn, state,
+               frame_shape: tuple[int, ...] = (1, configs.SPARSE_DIM)) -> float:
   """FLOPs of one step from XLA's cost analysis (a multiply-add counts 2)."""
-  frame = jnp.zeros((1, frame_dim), jnp.float32)
+  frame = jnp.zeros(frame_shape, jnp.float32)
   compiled = jax.jit(step).lower(state, frame).compile()
   cost = compiled.cost_analysis()
   if isinstance(cost, (list, tuple)):
@@ -163,7 +163,8 @@ def _converter_options(converter, quantize: str):
 
 
 def convert_step(step: StepFn, state, *, quantize: str = "none",
-                 frame_dim: int = configs.SPARSE_DIM) -> bytes:
+                 frame_shape: tuple[int, ...] = (1, configs.SPARSE_DIM)
+                 ) -> bytes:
   """The TFLite flatbuffer of ``step`` (its parameters baked in as constants).
 
   Raises:
@@ -183,7 +184,7 @@ def convert_step(step: StepFn, state, *, quantize: str = "none",
     outputs.update((name, leaf) for name, leaf in state_layout(new_state))
     return outputs
 
-  specs = [tf.TensorSpec((1, frame_dim), tf.float32, name=FRAME)]
+  specs = [tf.TensorSpec(frame_shape, tf.float32, name=FRAME)]
   specs += [tf.TensorSpec(np.shape(leaf), tf.as_dtype(np.asarray(leaf).dtype),
                           name=name) for name, leaf in layout]
   converted = jax2tf.convert(flat_step, with_gradient=False)
@@ -357,3 +358,18 @@ def predict_sequence(model_path: str, sparse, num_threads: int = 1,
   out = {k: np.concatenate([p[k] for p in poses]) for k in poses[0]}
   out.setdefault("pos", None)
   return out
+
+
+def predict_sequences(model_path: str, sequences, num_threads: int = 1
+                      ) -> list[dict]:
+  """``predict_sequence`` for each sequence, like rollout.rollout_sequences."""
+  streamer = TFLiteStreamer(model_path, num_threads)
+  return [predict_sequence(model_path, s, streamer=streamer)
+          for s in sequences]
+
+
+def max_abs_difference(reference, exported) -> dict[str, float]:
+  """Largest |a - b| per pose output over lists of per-sequence pose dicts."""
+  keys = [k for k in ("rot6d", "pos") if reference[0].get(k) is not None]
+  return {k: max(float(np.max(np.abs(np.asarray(a[k]) - np.asarray(b[k]))))
+                 for a, b in zip(reference, exported)) for k in keys}

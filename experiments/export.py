@@ -1,0 +1,123 @@
+r"""Exports a trained run's streaming step to TFLite and checks it against JAX.
+
+  python -m experiments.export --workdir=RUN --out=model.tflite \
+      [--quantize=none|fp16|int8] [--parity_clips=8]
+
+Writes model.tflite and its sidecar model.json (memmlp_jax/export.py), then
+streams the first --parity_clips clips of the free protocol's test split
+through both the exported model and JAX's rollout.step and prints the largest
+absolute difference of the outputs and both MPJPEs. fp32 fails (exit 1) when
+the difference exceeds --tolerance (1e-4); fp16/int8 report the MPJPE change.
+"""
+
+import logging as std_logging
+import os
+import sys
+
+from absl import app
+from absl import flags
+from absl import logging
+import numpy as np
+
+from memmlp_jax import export
+from memmlp_jax import metrics
+from memmlp_jax import rollout
+from memmlp_jax import train
+from memmlp_jax.data import prepared
+from memmlp_jax.models import configs
+
+_WORKDIR = flags.DEFINE_string("workdir", None, "Training run to export.",
+                               required=True)
+_OUT = flags.DEFINE_string("out", None, "The .tflite file to write (its "
+                           "sidecar goes next to it as .json).", required=True)
+_QUANTIZE = flags.DEFINE_enum("quantize", "none", export.QUANTIZE,
+                              "none (fp32), fp16 weights, or int8 dynamic "
+                              "range (int8 weights, float activations).")
+_DATA_DIR = flags.DEFINE_string(
+    "data_dir", os.environ.get("MEMMLP_DATA", os.path.join("..", "shared",
+                                                           "data")),
+    "The free protocol's mocap folders (default $MEMMLP_DATA).")
+_PREPARED = flags.DEFINE_string(
+    "prepared", os.path.join("prepared", "free"),
+    "The prepared free dataset (built there from --data_dir if absent).")
+_PARITY_CLIPS = flags.DEFINE_integer("parity_clips", 8, "Test clips streamed "
+                                     "for the parity check (0: skip it).")
+_MAX_FRAMES = flags.DEFINE_integer("max_frames", 600, "Frames per parity "
+                                   "clip at most (streaming is per frame).")
+_TOLERANCE = flags.DEFINE_float("tolerance", 1e-4, "fp32: largest allowed "
+                                "absolute difference to JAX.")
+
+
+def _fail(message: str, code: int = 1):
+  print(f"error: {message}", file=sys.stderr)
+  sys.exit(code)
+
+
+def _parity_clips(count: int, max_frames: int):
+  """(split, [(clip span, rows)]) of the first test clips of the free split."""
+  folder = prepared.ensure_prepared("free", _DATA_DIR.value, _PREPARED.value,
+                                    fetch_missing=False, log=logging.info)
+  split = prepared.load_split(folder, "test")
+  clips = [(span, slice(span.start, span.start + min(span.length,
+                                                      max_frames)))
+           for span in split.clips[:count]]
+  return split, clips
+
+
+def _mpjpe(split, clips, poses) -> float:
+  per_clip = [metrics.sequence_metrics(
+      pose["rot6d"], split.rot6d[rows], split.pos[rows],
+      split.sparse[rows][:, rollout.HEAD_POSITION], split.skeleton)
+              for (_, rows), pose in zip(clips, poses)]
+  return metrics.average(per_clip)["mpjpe"]
+
+
+def parity_report(cfg, variables, model_path: str, quantize: str) -> bool:
+  """Prints the parity figures; returns whether they pass."""
+  split, clips = _parity_clips(_PARITY_CLIPS.value, _MAX_FRAMES.value)
+  sequences = [np.asarray(split.sparse[rows]) for _, rows in clips]
+  reference = rollout.rollout_sequences(configs.build(cfg), variables, cfg,
+                                        sequences)
+  exported = export.predict_sequences(model_path, sequences)
+  difference = export.max_abs_difference(reference, exported)
+  mpjpe_jax = _mpjpe(split, clips, reference)
+  mpjpe_tflite = _mpjpe(split, clips, exported)
+  frames = sum(len(s) for s in sequences)
+  print(f"parity on {len(clips)} free test clips ({frames} frames): max |TFLite"
+        f" - JAX| rot6d {difference['rot6d']:.2e}, pos "
+        f"{difference.get('pos', 0.0):.2e}; MPJPE JAX {mpjpe_jax:.3f} cm, "
+        f"TFLite ({quantize}) {mpjpe_tflite:.3f} cm, change "
+        f"{mpjpe_tflite - mpjpe_jax:+.3f} cm")
+  return quantize != "none" or max(difference.values()) <= _TOLERANCE.value
+
+
+def main(argv):
+  if len(argv) > 1:
+    raise app.UsageError(f"unexpected arguments: {argv[1:]}")
+  # The converter logs every SavedModel it writes on the way.
+  std_logging.getLogger("tensorflow").setLevel(std_logging.ERROR)
+  logging.set_verbosity(logging.WARNING)
+  try:
+    cfg, params = train.restore(_WORKDIR.value)
+  except FileNotFoundError as e:
+    _fail(f"--workdir: {e}", 2)
+  variables = {"params": params}
+  try:
+    tflite, sidecar = export.export_model(cfg, variables,
+                                          quantize=_QUANTIZE.value)
+  except export.ExportError as e:
+    _fail(str(e))
+  sidecar_file = export.save(tflite, sidecar, _OUT.value)
+  print(f"wrote {_OUT.value} ({len(tflite) / 2**20:.2f} MiB, {cfg.name}, "
+        f"{_QUANTIZE.value}) and {sidecar_file}")
+  if _PARITY_CLIPS.value > 0:
+    try:
+      passed = parity_report(cfg, variables, _OUT.value, _QUANTIZE.value)
+    except prepared.PreparedError as e:
+      _fail(f"parity check: {e}")
+    if not passed:
+      _fail(f"fp32 parity above the tolerance {_TOLERANCE.value:g}")
+
+
+if __name__ == "__main__":
+  app.run(main)
