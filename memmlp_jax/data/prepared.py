@@ -25,7 +25,7 @@ import multiprocessing
 import os
 import shutil
 import time
-from typing import Callable
+from typing import Callable, NamedTuple
 
 import numpy as np
 
@@ -140,20 +140,29 @@ def _init_worker(protocol_args: dict):
   _WORKER_CLIPS.update({c.clip_id: c for c in protocol.train + protocol.test})
 
 
-def _clip_features(ref: protocols.ClipRef):
-  """(clip id, subject, features, skeleton) or (clip id, None, reason, None)."""
+class ClipResult(NamedTuple):
+  """A loaded clip's features, or the reason it was skipped."""
+  clip_id: str
+  subject: str = ""
+  features: dict | None = None
+  skeleton: skeleton_lib.Skeleton | None = None
+  reason: str | None = None
+
+
+def _clip_features(ref: protocols.ClipRef) -> ClipResult:
   try:
     motion = ref.load()
     if motion.fps != FPS:
       raise motion_lib.MotionError(
           ref.clip_id, f"loader returned {motion.fps} fps, not {FPS}")
-    return ref.clip_id, motion.subject, motion_lib.features(motion), (
-        motion.skeleton)
+    return ClipResult(ref.clip_id, motion.subject,
+                      motion_lib.features(motion), motion.skeleton)
   except motion_lib.MotionError as e:
-    return ref.clip_id, None, str(e), None
+    return ClipResult(ref.clip_id, reason=str(e))
   except Exception as e:  # pylint: disable=broad-except
     # One clip must not stop a batch; the reason lands in the manifest.
-    return ref.clip_id, None, f"{ref.clip_id}: {type(e).__name__}: {e}", None
+    return ClipResult(ref.clip_id,
+                      reason=f"{ref.clip_id}: {type(e).__name__}: {e}")
 
 
 def _worker_features(clip_id: str):
@@ -165,11 +174,10 @@ def _load_all(protocol: protocols.Protocol, protocol_args: dict,
   refs = list(protocol.train + protocol.test)
   results = {}
 
-  def record(result):
-    results[result[0]] = result
+  def record(result: ClipResult):
+    results[result.clip_id] = result
     if progress:
-      progress(len(results), len(refs), result[0],
-               None if result[1] else result[2])
+      progress(len(results), len(refs), result.clip_id, result.reason)
 
   if workers <= 1 or len(refs) < 2 * workers:
     for ref in refs:
@@ -189,24 +197,20 @@ def _load_all(protocol: protocols.Protocol, protocol_args: dict,
 # --- Writing ----------------------------------------------------------------
 
 
-def _write_split(folder: str, refs, results, skeleton, skipped) -> dict:
+def _write_split(folder: str, refs, results, skipped) -> dict:
   os.makedirs(folder)
   chunks = {k: [] for k in ARRAYS}
   rows = []
   start = 0
   for ref in refs:
-    clip_id, subject, feats, clip_skeleton = results[ref.clip_id]
-    if subject is None:
-      skipped.append({"clip": clip_id, "reason": feats})
+    result = results[ref.clip_id]
+    if result.reason is not None:
+      skipped.append({"clip": result.clip_id, "reason": result.reason})
       continue
-    if not clip_skeleton.same_as(skeleton):
-      skipped.append({"clip": clip_id, "reason": f"{clip_id}: on a different "
-                      "body than the dataset's first clip"})
-      continue
-    length = len(feats["sparse"])
+    length = len(result.features["sparse"])
     for k in ARRAYS:
-      chunks[k].append(feats[k])
-    rows.append(f"{clip_id}\t{subject}\t{start}\t{length}")
+      chunks[k].append(result.features[k])
+    rows.append(f"{result.clip_id}\t{result.subject}\t{start}\t{length}")
     start += length
   for k, dim in ARRAYS.items():
     values = (np.concatenate(chunks[k]) if chunks[k] else
@@ -237,14 +241,15 @@ def write_prepared(protocol: protocols.Protocol, results: dict, out_dir: str,
   if os.path.exists(tmp_dir):
     shutil.rmtree(tmp_dir)
   os.makedirs(tmp_dir)
-  loaded = [r for r in results.values() if r[1] is not None]
-  skeleton = loaded[0][3] if loaded else skeleton_lib.SMPL_NEUTRAL
+  # Every protocol's clips share one body (canonical or the SMPL-H model).
+  loaded = [results[c.clip_id] for c in protocol.train + protocol.test
+            if results[c.clip_id].reason is None]
+  skeleton = loaded[0].skeleton if loaded else skeleton_lib.SMPL_NEUTRAL
   skipped = [{"clip": c, "reason": r} for c, r in protocol.missing]
   manifest = {"protocol": protocol.name, "fps": FPS}
   for name in protocols.SPLITS:
     manifest[name] = _write_split(os.path.join(tmp_dir, name),
-                                  protocol.split(name), results, skeleton,
-                                  skipped)
+                                  protocol.split(name), results, skipped)
   manifest["skipped"] = skipped
   files = {
       "manifest.json": json.dumps(manifest, indent=1),
