@@ -90,3 +90,56 @@ def test_validate_names_the_file_and_problem():
                             motion.root_translation, 60.0, "a", "s", "t")
   with pytest.raises(motion_lib.MotionError, match="shape"):
     motion_lib.validate(wrong, "x.npz")
+
+
+def test_features_of_a_real_clip_recomputed_independently():
+  """CMU 02_01: per-frame scipy FK and features equal motion.features."""
+  import os
+  import pathlib
+  from memmlp_jax.data import asfamc
+  root = pathlib.Path(__file__).resolve().parents[1]
+  data = root / os.environ.get("MEMMLP_DATA", "../shared/data")
+  if not (data / "cmu_mocap_asfamc").is_dir():
+    pytest.skip(f"no mocap data at {data}")
+  clip = next(c for c in asfamc.iter_clips(data / "cmu_mocap_asfamc")
+              if c.clip_id == "cmu/02_01")
+  motion = clip.load()
+  assert motion.fps == 60.0 and motion.num_frames == 172
+  feats = motion_lib.features(motion)
+  skel = motion.skeleton
+  rng = np.random.default_rng(0)
+  frames = np.concatenate([[1, motion.num_frames - 1],
+                           rng.integers(1, motion.num_frames, size=8)])
+
+  def pose(t):
+    g, p = {}, {}
+    for j, parent in enumerate(skel.parents):
+      local = Rotation.from_matrix(motion.local_rotations[t, j])
+      if parent < 0:
+        g[j], p[j] = local, motion.root_translation[t] + skel.offsets[0]
+      else:
+        g[j] = g[parent] * local
+        p[j] = p[parent] + g[parent].apply(skel.offsets[j])
+    return g, p
+
+  for t in frames:
+    g, p = pose(t)
+    g_prev, p_prev = pose(t - 1)
+    expected = []
+    for j in (15, 20, 21):
+      m = g[j].as_matrix()
+      expected += list(m[:, 0]) + list(m[:, 1])
+    for j in (15, 20, 21):
+      v = (g_prev[j].inv() * g[j]).as_matrix()
+      expected += list(v[:, 0]) + list(v[:, 1])
+    for j in (15, 20, 21):
+      expected += list(p[j])
+    for j in (15, 20, 21):
+      expected += list(p[j] - p_prev[j])
+    np.testing.assert_allclose(feats["sparse"][t - 1], expected, atol=2e-5)
+    np.testing.assert_allclose(feats["pos"][t - 1],
+                               np.concatenate([p[j] for j in range(22)]),
+                               atol=2e-5)
+    local6d = motion.local_rotations[t][:, :, :2].transpose(0, 2, 1)
+    np.testing.assert_allclose(feats["rot6d"][t - 1], local6d.reshape(-1),
+                               atol=1e-6)
