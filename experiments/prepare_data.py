@@ -11,6 +11,7 @@ prepared folder. When the free CMU clips are absent from --data_dir they
 are downloaded from the CMU site first.
 """
 
+import collections
 import os
 import sys
 import time
@@ -124,8 +125,13 @@ def main(argv):
     print(f"{split}: {manifest[split]['clips']} clips, "
           f"{manifest[split]['frames']} frames at {manifest['fps']} fps")
   print(f"skipped: {len(manifest['skipped'])}")
+  by_reason = collections.defaultdict(list)
   for entry in manifest["skipped"]:
-    print(f"  {entry['clip']}: {entry['reason']}")
+    by_reason[entry["reason"]].append(entry["clip"])
+  for reason, clips in by_reason.items():
+    # Absent folders skip hundreds of clips for one reason: one line each.
+    print(f"  {clips[0]}: {reason}" if len(clips) == 1 else
+          f"  {len(clips)} clips ({clips[0]}, ...): {reason}")
   if _PREVIEW.value:
     gif_path = _PREVIEW_OUT.value or os.path.join(
         out_dir, _PREVIEW.value.replace("/", "_") + ".gif")

@@ -67,7 +67,9 @@ def _subject_zip(subject: str, trials: list[str], base_url: str, out_path: str,
     files[f"{trial}.amc"] = _fetch(url, timeout)
     _check(url, files[f"{trial}.amc"], b":DEGREES", "AMC")
   buffer = io.BytesIO()
-  with zipfile.ZipFile(buffer, "w", zipfile.ZIP_DEFLATED) as archive:
+  # Fast compression: the text shrinks ~3x at level 1 too.
+  with zipfile.ZipFile(buffer, "w", zipfile.ZIP_DEFLATED,
+                       compresslevel=1) as archive:
     for name, data in files.items():
       archive.writestr(name, data)
   tmp_path = f"{out_path}.tmp-{os.getpid()}"
