@@ -98,6 +98,33 @@ class SourceMotion:
         fps=float(fps))
 
 
+def needed_joints(skeleton: skeleton_lib.Skeleton,
+                  source_names) -> Tuple[int, ...]:
+  """The named joints and their ancestors, in skeleton order.
+
+  Retargeting uses nothing else (e.g. not CMU's uncaptured fingers), so
+  loaders convert and pose only these.
+  """
+  needed = set()
+  for name in source_names:
+    j = skeleton.names.index(name) if name in skeleton.names else -1
+    while j >= 0 and j not in needed:
+      needed.add(j)
+      j = skeleton.parents[j]
+  return tuple(sorted(needed))
+
+
+def sub_skeleton(skeleton: skeleton_lib.Skeleton,
+                 joints) -> skeleton_lib.Skeleton:
+  """The skeleton restricted to ``joints`` (which hold every one's parent)."""
+  index = {j: i for i, j in enumerate(joints)}
+  return skeleton_lib.Skeleton(
+      tuple(skeleton.names[j] for j in joints),
+      tuple(index[skeleton.parents[j]] if skeleton.parents[j] >= 0 else -1
+            for j in joints),
+      skeleton.offsets[list(joints)])
+
+
 def exact_stride(src_fps: float, dst_fps: float) -> int:
   """k when ``src_fps`` is exactly k times ``dst_fps`` (k >= 1), else 1.
 

@@ -15,7 +15,8 @@ import functools
 import pathlib
 import re
 import zipfile
-from typing import Callable, Dict, Iterator, NamedTuple, Optional, Tuple
+from typing import (Callable, Dict, Iterable, Iterator, NamedTuple, Optional,
+                    Tuple)
 
 import numpy as np
 
@@ -224,7 +225,7 @@ def _parse_asf(text: str, path: str) -> Asf:
              root_axis_order)
 
 
-def _amc_values(text: str, asf: Asf, path, stride: int):
+def _amc_values(text: str, asf: Asf, path, stride: int, wanted):
   """({bone: (frames, values)}, degrees) of every stride-th AMC frame."""
   first = _FRAME_LINE.search(text)
   if first is None:
@@ -237,18 +238,18 @@ def _amc_values(text: str, asf: Asf, path, stride: int):
     degrees = True
   counts = {ROOT: len(asf.root_order)}
   counts.update({b.name: len(b.dofs) for b in asf.bones if b.dofs})
-  values = _amc_fast(body, counts, stride)
+  values = _amc_fast(body, counts, stride, wanted)
   if values is None:
     values = {name: v[::stride]
               for name, v in _amc_by_name(body, counts, path).items()}
   return values, degrees
 
 
-def _amc_fast(body: str, counts,
-              stride: int) -> Optional[Dict[str, np.ndarray]]:
+def _amc_fast(body: str, counts, stride: int,
+              wanted) -> Optional[Dict[str, np.ndarray]]:
   """Parses AMC frames whose bone lines keep the first frame's order.
 
-  Works per bone on every stride-th frame's lines, in C-speed string
+  Works per wanted bone on every stride-th frame's lines, in C-speed string
   operations. Returns None when anything differs from that layout (order,
   counts, a bad number, a truncated end); the slow parser then finds and
   names the problem.
@@ -272,6 +273,8 @@ def _amc_fast(body: str, counts,
       return None
     result = {}
     for i, name in enumerate(layout, start=1):
+      if name not in wanted:
+        continue
       text = "\n" + "\n".join(lines[i::period * stride])
       values = np.fromstring(text.replace(f"\n{name} ", " "), sep=" ")
       rows = len(range(0, frames, stride))
@@ -317,14 +320,21 @@ def _amc_by_name(body: str, counts, path) -> Dict[str, np.ndarray]:
 
 
 def load_source(asf: Asf, amc_text_or_path, *, name: Optional[str] = None,
-                fps: float = FPS, stride: int = 1) -> retarget.SourceMotion:
+                fps: float = FPS, stride: int = 1,
+                keep: Optional[Iterable[str]] = None) -> retarget.SourceMotion:
   """An AMC clip on its ASF skeleton (world-aligned joints, metres, Y up).
 
   Only every ``stride``-th frame is read (exact 120 -> 60 fps resampling
   without parsing the frames it drops); the result is at ``fps / stride``.
+  With ``keep`` (bone names), only those bones and their ancestors are
+  converted, on `retarget.sub_skeleton`.
   """
+  joints = (tuple(range(len(asf.names))) if keep is None else
+            retarget.needed_joints(asf.skeleton, keep))
+  bones = [asf.bones[j - 1] for j in joints if j > 0]
   text, path = _read(amc_text_or_path, name)
-  values, degrees = _amc_values(text, asf, path, stride)
+  values, degrees = _amc_values(text, asf, path, stride,
+                                {ROOT} | {b.name for b in bones})
   if ROOT not in values:
     raise motion_lib.MotionError(path, "no root lines")
   frames = len(values[ROOT])
@@ -342,18 +352,19 @@ def load_source(asf: Asf, amc_text_or_path, *, name: Optional[str] = None,
     raise motion_lib.MotionError(
         path, f"ASF root order {asf.root_order} lacks a channel") from e
   # Bones without lines or rotational dofs keep zero angles: identity.
-  angles = np.zeros((frames, len(asf.bones), 3))
-  for i, bone in enumerate(asf.bones):
+  angles = np.zeros((frames, len(bones), 3))
+  for i, bone in enumerate(bones):
     for column, dof in enumerate(bone.dofs):
       if dof in _ROTATION_DOFS and bone.name in values:
         angles[:, i, _ROTATION_DOFS.index(dof)] = values[bone.name][:, column]
-  axes = np.stack([bone.axis for bone in asf.bones])
+  axes = np.stack([bone.axis for bone in bones])
   rotations = np.concatenate([
       _fixed_axes_matrix(root_angles, asf.root_axis_order, degrees)[:, None],
       axes @ _fixed_axes_matrix(angles, "XYZ", degrees) @ np.swapaxes(
           axes, -1, -2)], axis=1)
   return retarget.SourceMotion(
-      skeleton=asf.skeleton, local_rotations=rotations,
+      skeleton=retarget.sub_skeleton(asf.skeleton, joints),
+      local_rotations=rotations,
       root_translation=translation * asf.units_to_m, fps=fps / stride, up="y")
 
 
@@ -377,7 +388,8 @@ def load_amc(asf_text_or_path, amc_text_or_path, *, clip_id: str,
   if not (np.isfinite(fps) and fps > 0):
     raise motion_lib.MotionError(amc_path, f"invalid frame rate {fps}")
   source_motion = load_source(asf, amc_text_or_path, name=amc_name, fps=fps,
-                              stride=retarget.exact_stride(fps, retarget.FPS))
+                              stride=retarget.exact_stride(fps, retarget.FPS),
+                              keep=CMU_JOINT_MAP.values())
   return retarget.retarget(source_motion, CMU_JOINT_MAP, clip_id=clip_id,
                            subject=subject, source_name=source, path=amc_path,
                            plan=_plan(asf, asf_path))
@@ -385,7 +397,9 @@ def load_amc(asf_text_or_path, amc_text_or_path, *, clip_id: str,
 
 @functools.lru_cache(maxsize=64)
 def _plan(asf: Asf, asf_path: str) -> retarget.Plan:
-  return retarget.make_plan(asf.skeleton, CMU_JOINT_MAP, "y", asf_path)
+  joints = retarget.needed_joints(asf.skeleton, CMU_JOINT_MAP.values())
+  return retarget.make_plan(retarget.sub_skeleton(asf.skeleton, joints),
+                            CMU_JOINT_MAP, "y", asf_path)
 
 
 class ClipSource(NamedTuple):

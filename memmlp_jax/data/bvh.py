@@ -19,7 +19,7 @@ import json
 import math
 import pathlib
 import zipfile
-from typing import Callable, Dict, Iterator, Optional, Tuple
+from typing import Callable, Dict, Iterable, Iterator, Optional, Tuple
 
 import numpy as np
 
@@ -248,13 +248,14 @@ def parse_bvh(path_or_text, name: Optional[str] = None,
              values)
 
 
-def _rotations(bvh: Bvh) -> np.ndarray:
-  """(frames, J, 3, 3) local rotations from the rotation channels."""
+def _rotations(bvh: Bvh, joints) -> np.ndarray:
+  """(frames, len(joints), 3, 3) local rotations from the rotation channels."""
   frames = len(bvh.values)
-  rotations = np.tile(np.eye(3), (frames, len(bvh.names), 1, 1))
+  rotations = np.tile(np.eye(3), (frames, len(joints), 1, 1))
   # Joints sharing a channel order are converted together.
   groups: Dict[str, list] = {}
-  for j, joint_channels in enumerate(bvh.channels):
+  for i, j in enumerate(joints):
+    joint_channels = bvh.channels[j]
     start = bvh.channel_index(j)
     columns = [(c[0].upper(), start + k) for k, c in enumerate(joint_channels)
                if c.lower().endswith("rotation")]
@@ -263,18 +264,23 @@ def _rotations(bvh: Bvh) -> np.ndarray:
     order = "".join(axis for axis, _ in columns)
     # Missing axes come last with zero angle, which leaves R unchanged.
     order += "".join(a for a in "XYZ" if a not in order)
-    groups.setdefault(order, []).append((j, [c for _, c in columns]))
+    groups.setdefault(order, []).append((i, [c for _, c in columns]))
   for order, members in groups.items():
     angles = np.zeros((frames, len(members), 3))
     for m, (_, columns) in enumerate(members):
       angles[:, m, :len(columns)] = bvh.values[:, columns]
     matrices = geometry.euler_to_matrix(angles, order, degrees=True)
-    rotations[:, [j for j, _ in members]] = matrices
+    rotations[:, [i for i, _ in members]] = matrices
   return rotations
 
 
-def to_source(bvh: Bvh, units_to_m: float, up: str) -> retarget.SourceMotion:
-  """The BVH as a retargeting source, in metres."""
+def to_source(bvh: Bvh, units_to_m: float, up: str,
+              keep: Optional[Iterable[str]] = None) -> retarget.SourceMotion:
+  """The BVH as a retargeting source, in metres.
+
+  With ``keep`` (joint names), only those joints and their ancestors are
+  converted, on `retarget.sub_skeleton`.
+  """
   root_channels = [c.lower() for c in bvh.channels[0]]
   offsets = bvh.offsets * units_to_m
   if all(f"{a}position" in root_channels for a in "xyz"):
@@ -284,9 +290,12 @@ def to_source(bvh: Bvh, units_to_m: float, up: str) -> retarget.SourceMotion:
     offsets[0] = 0.0  # position channels give the root's position
   else:
     translation = np.zeros((len(bvh.values), 3))
+  skeleton = skeleton_lib.Skeleton(bvh.names, bvh.parents, offsets)
+  joints = (tuple(range(len(bvh.names))) if keep is None else
+            retarget.needed_joints(skeleton, keep))
   return retarget.SourceMotion(
-      skeleton=skeleton_lib.Skeleton(bvh.names, bvh.parents, offsets),
-      local_rotations=_rotations(bvh), root_translation=translation,
+      skeleton=retarget.sub_skeleton(skeleton, joints),
+      local_rotations=_rotations(bvh, joints), root_translation=translation,
       fps=bvh.fps, up=up)
 
 
@@ -322,7 +331,9 @@ def load_bvh(path_or_text, joint_map: JointMap, *, clip_id: str,
     raise motion_lib.MotionError(
         path, f"joint map {joint_map.name} names joint(s) {absent} that this "
         f"BVH does not have; it has {list(bvh.names)}")
-  source_motion = to_source(bvh, joint_map.units_to_m, joint_map.up)
+  source_motion = to_source(
+      bvh, joint_map.units_to_m, joint_map.up,
+      keep=[s for s in joint_map.joints.values() if s is not None])
   return retarget.retarget(source_motion, joint_map.joints, clip_id=clip_id,
                            subject=subject, source_name=source, path=path)
 
