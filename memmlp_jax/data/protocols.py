@@ -23,6 +23,8 @@ from typing import Callable, Iterable, Mapping, Sequence
 import numpy as np
 
 from memmlp_jax.data import amass
+from memmlp_jax.data import asfamc
+from memmlp_jax.data import bvh
 from memmlp_jax.data import motion as motion_lib
 
 NAMES = ("free", "s1", "s2", "s3")
@@ -30,7 +32,7 @@ SPLITS = ("train", "test")
 TEST_FRACTION = 0.1
 FREE_SEED = 0
 FREE_SPLIT_FILE = os.path.join(os.path.dirname(__file__), "splits", "free.txt")
-BVH_MAP_FILE = os.path.join(os.path.dirname(__file__), "maps", "cmu_bvh.json")
+BVH_MAP_FILE = str(bvh.CMU_MAP)
 
 # Free data: clip-id prefix -> folder under the data dir.
 FREE_FOLDERS = {
@@ -206,8 +208,6 @@ def write_free_split(data_dir: str, path: str = FREE_SPLIT_FILE,
 
 def _free_clip_refs(data_dir: str) -> dict[str, Callable[[], object]]:
   """clip id -> loader thunk for every free clip present in `data_dir`."""
-  from memmlp_jax.data import asfamc  # pylint: disable=g-import-not-at-top
-  from memmlp_jax.data import bvh  # pylint: disable=g-import-not-at-top
   loaders = {}
   asfamc_dir = os.path.join(data_dir, FREE_FOLDERS["cmu"])
   for prefix, folder in FREE_FOLDERS.items():
