@@ -146,6 +146,10 @@ def test_frames_fps_ids_and_zip_equals_plain_folder(tmp_path):
   assert plain.clip_id == "cmu/02_01" and plain.subject == "cmu/02"
   np.testing.assert_allclose(plain.load().local_rotations,
                              motion.local_rotations, atol=1e-12)
+  (tmp_path / "02.asf").unlink()
+  (orphan,) = asfamc.iter_clips(tmp_path)
+  with pytest.raises(motion_lib.MotionError, match="02_01.amc: no ASF"):
+    orphan.load()
   hdm = next(iter(asfamc.iter_clips(HDM05)))
   assert hdm.clip_id == "hdm05/HDM_bd_depositFloorR_001_120"
   assert hdm.subject == "hdm05/bd" and hdm.load().source == "hdm05"

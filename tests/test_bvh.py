@@ -307,3 +307,23 @@ def test_every_cmu_bvh_clip_loads():
   assert (clips[0].clip_id, clips[0].subject) == ("cmu_bvh/01_01",
                                                   "cmu_bvh/01")
   assert loaded == len(clips) == 73
+
+
+def test_iter_clips_in_plain_folders_and_zips(tmp_path):
+  (tmp_path / "alice").mkdir()
+  (tmp_path / "alice" / "walk.bvh").write_text(_bvh_text())
+  with zipfile.ZipFile(tmp_path / "bob.zip", "w") as archive:
+    archive.writestr("jump.bvh", _bvh_text())
+    archive.writestr("broken.bvh", _bvh_text(frame_time="0"))
+  clips = {c.clip_id: c for c in bvh.iter_clips(tmp_path, _joint_map(),
+                                                source="mine")}
+  assert sorted(clips) == ["mine/broken", "mine/jump", "mine/walk"]
+  assert clips["mine/walk"].subject == "mine/alice"
+  assert clips["mine/jump"].subject == "mine/bob"
+  walk, jump = clips["mine/walk"].load(), clips["mine/jump"].load()
+  np.testing.assert_allclose(walk.local_rotations, jump.local_rotations)
+  assert (walk.clip_id, walk.subject, walk.source) == ("mine/walk",
+                                                       "mine/alice", "mine")
+  with pytest.raises(motion_lib.MotionError,
+                     match=r"bob\.zip:broken\.bvh: invalid Frame Time"):
+    clips["mine/broken"].load()
