@@ -240,3 +240,18 @@ def test_every_asfamc_clip_loads():
     assert loaded + len(failed) == count
     assert all(": " in f for f in failed)
     assert loaded == count
+
+
+def test_frames_may_be_numbered_from_zero_but_not_skip():
+  asf_text, amc_text = _cmu("02_01")
+  lines = amc_text.split("\n")
+  numbered = [i for i, l in enumerate(lines) if l.strip().isdigit()]
+  for i in numbered:
+    lines[i] = str(int(lines[i]) - 1)
+  from_zero = _load(asf_text, "\n".join(lines))
+  np.testing.assert_allclose(from_zero.local_rotations,
+                             _load(asf_text, amc_text).local_rotations)
+  lines[numbered[5]] = "99"
+  with pytest.raises(motion_lib.MotionError,
+                     match="x.amc: frame number 99 follows frame 4"):
+    _load(asf_text, "\n".join(lines))

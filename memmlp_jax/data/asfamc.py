@@ -269,7 +269,7 @@ def _amc_fast(body: str, counts, stride: int,
   frames = len(lines) // period
   try:
     numbers = np.fromstring(" ".join(lines[0::period]), sep=" ")
-    if not np.array_equal(numbers, np.arange(1, frames + 1)):
+    if not np.array_equal(numbers, numbers[0] + np.arange(frames)):
       return None
     result = {}
     for i, name in enumerate(layout, start=1):
@@ -294,9 +294,10 @@ def _amc_by_name(body: str, counts, path) -> Dict[str, np.ndarray]:
     if not parts:
       continue
     if parts[0].isdigit() and len(parts) == 1:
-      if int(parts[0]) != len(frames) + 1:
+      if frames and int(parts[0]) != previous + 1:
         raise motion_lib.MotionError(
-            path, f"frame number {parts[0]} follows frame {len(frames)}")
+            path, f"frame number {parts[0]} follows frame {previous}")
+      previous = int(parts[0])
       frames.append({})
       continue
     name = parts[0]
