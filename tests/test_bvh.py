@@ -13,6 +13,7 @@ from scipy.spatial.transform import Rotation
 
 from memmlp_jax import retarget
 from memmlp_jax import skeleton as skeleton_lib
+from memmlp_jax.data import asfamc
 from memmlp_jax.data import bvh
 from memmlp_jax.data import motion as motion_lib
 
@@ -327,3 +328,20 @@ def test_iter_clips_in_plain_folders_and_zips(tmp_path):
   with pytest.raises(motion_lib.MotionError,
                      match=r"bob\.zip:broken\.bvh: invalid Frame Time"):
     clips["mine/broken"].load()
+
+
+@needs_data
+def test_repaired_cmu_bvh_skeleton_equals_its_asf():
+  """BVH subject 02 (thorax restored) has the rest pose of CMU's 02.asf."""
+  with zipfile.ZipFile(CMU_ASFAMC / "subjects" / "02.zip") as archive:
+    asf = asfamc.parse_asf(archive.read("02.asf").decode("latin-1"))
+  joint_map = bvh.load_joint_map(bvh.CMU_MAP)
+  fixed = bvh.cmu_repair(CMU_ASFAMC)(bvh.parse_bvh(_cmu_text("02_04")),
+                                     "cmu_bvh/02_04", "x")
+  source = bvh.to_source(fixed, joint_map.units_to_m, "y")
+  asf_rest = asf.skeleton.rest_positions()
+  bvh_rest = source.skeleton.rest_positions()
+  for name in skeleton_lib.JOINT_NAMES:
+    np.testing.assert_allclose(
+        bvh_rest[source.skeleton.names.index(joint_map.joints[name])],
+        asf_rest[asf.names.index(asfamc.CMU_JOINT_MAP[name])], atol=1e-5)
