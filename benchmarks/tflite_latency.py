@@ -81,7 +81,7 @@ def measure(name: str, quantize: str, threads: int, frames: int,
             warmup: int, workdir: str) -> dict:
   """Exports `name` with random weights and times its step."""
   cfg = configs.get_config(name)
-  _, variables = configs.init(cfg, jax.random.PRNGKey(0))
+  variables = export.random_variables(cfg)
   state, step = export.streaming_step(cfg, variables)
   flops = export.step_flops(step, state)
   tflite, sidecar = export.export_model(cfg, variables, quantize=quantize)

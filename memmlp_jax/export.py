@@ -130,6 +130,25 @@ def step_flops(step: StepFn, state,
   return float(cost["flops"])
 
 
+def random_variables(cfg: configs.ModelConfig, seed: int = 0) -> dict:
+  """Random variables of the right shapes (LayerNorm scales near 1).
+
+  For latency measurements and tests: drawn in NumPy from the shapes alone,
+  which avoids compiling the initialisers (tens of seconds on a busy CPU).
+  """
+  shapes = jax.eval_shape(
+      lambda: configs.init(cfg, jax.random.PRNGKey(seed))[1])
+  rng = np.random.default_rng(seed)
+
+  def draw(path, leaf):
+    noise = 0.1 * rng.standard_normal(leaf.shape)
+    is_scale = getattr(path[-1], "key", None) == "scale"
+    return np.asarray(noise + is_scale, leaf.dtype)
+
+  return jax.tree_util.tree_map_with_path(draw, shapes)
+
+
+
 # ------------------------------------------------------------- conversion
 
 

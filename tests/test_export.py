@@ -1,0 +1,189 @@
+"""TFLite export of the streaming step: parity with JAX, sidecar, bad input.
+
+One tiny Mem-MLP (memory block, VQ code, both heads) with random weights is
+saved as a training workdir and exported once through the experiments.export CLI;
+the tests stream real CMU frames through it and through rollout.step.
+"""
+
+import json
+import os
+import pathlib
+import shutil
+import zipfile
+
+from absl import flags
+from absl.testing import flagsaver
+import jax
+import jax.numpy as jnp
+import numpy as np
+import orbax.checkpoint as ocp
+import pytest
+
+from experiments import export as export_cli
+from memmlp_jax import export
+from memmlp_jax import losses
+from memmlp_jax import rollout
+from memmlp_jax import train
+from memmlp_jax.data import asfamc
+from memmlp_jax.data import motion as motion_lib
+from memmlp_jax.models import configs
+
+REPO = pathlib.Path(__file__).resolve().parent.parent
+DATA = (REPO / os.environ.get("MEMMLP_DATA", "../shared/data")).resolve()
+CMU = DATA / "cmu_mocap_asfamc"
+TINY = dict(latent_dim=32, num_blocks=2, memory_dim=16, vq_codebook_size=16,
+            vq_hidden=32)
+
+
+def _cmu_sparse(clip="02_01", frames=90):
+  subject = clip.split("_")[0]
+  with zipfile.ZipFile(CMU / "subjects" / f"{subject}.zip") as archive:
+    asf, amc = (archive.read(f"{subject}.asf").decode("latin-1"),
+                archive.read(f"{clip}.amc").decode("latin-1"))
+  motion = asfamc.load_amc(asf, amc, clip_id=f"cmu/{clip}",
+                           subject=f"cmu/{subject}", source="cmu")
+  return motion_lib.features(motion)["sparse"][:frames]
+
+
+def _tiny_workdir(workdir: pathlib.Path):
+  """A run of the tiny model at step 0, saved the way training saves it."""
+  cfg = configs.get_config("memmlp41", **TINY)
+  config = train.RunConfig(model=cfg, steps=1)
+  train.save_config(str(workdir), config)
+  params = {"model": export.random_variables(cfg)["params"],
+            "loss": losses.init_log_vars(cfg)}
+  state = train.init_state(params, train.memmlp_optimizer(config))
+  with train.checkpoint_manager(str(workdir / "memmlp")) as manager:
+    manager.save(1, args=ocp.args.StandardSave(state))
+    manager.wait_until_finished()
+
+
+def _run_cli(**flag_values):
+  if not flags.FLAGS.is_parsed():
+    flags.FLAGS.mark_as_parsed()
+  with flagsaver.flagsaver(**flag_values):
+    export_cli.main(["export"])
+
+
+@pytest.fixture(scope="module")
+def exported(tmp_path_factory):
+  """(cfg, variables, model path) of the tiny run exported by the CLI."""
+  root = tmp_path_factory.mktemp("export")
+  _tiny_workdir(root / "run")
+  path = str(root / "model.tflite")
+  _run_cli(workdir=str(root / "run"), out=path, parity_clips=0)
+  cfg, params = train.restore(str(root / "run"))
+  return cfg, {"params": params}, path
+
+
+def _jax_stream(cfg, variables, sparse):
+  model = configs.build(cfg)
+  state = rollout.init_state(cfg, batch=1)
+  poses = []
+  for frame in sparse:
+    state, pose = rollout.step(model, variables, state, frame[None])
+    poses.append(jax.tree.map(np.asarray, pose))
+  return {k: np.concatenate([p[k] for p in poses]) for k in poses[0]}
+
+
+@pytest.mark.skipif(not CMU.is_dir(), reason=f"no mocap data in {DATA}")
+def test_fp32_matches_jax_on_real_frames_with_lost_tracking(exported):
+  cfg, variables, path = exported
+  sparse = _cmu_sparse()
+  sparse[50, 3] = np.nan  # a lost frame: both must hold the last valid one
+  reference = _jax_stream(cfg, variables, sparse)
+  streamed = export.predict_sequence(path, sparse)
+  assert streamed["rot6d"].shape == (len(sparse), configs.ROT6D_DIM)
+  assert streamed["pos"].shape == (len(sparse), configs.POS_DIM)
+  difference = export.max_abs_difference([reference], [streamed])
+  assert max(difference.values()) <= 1e-4, difference
+  np.testing.assert_array_equal(streamed["lost"], reference["lost"])
+  assert streamed["lost"][50] and streamed["lost"].sum() == 1
+  # The prediction really depends on the input (a constant would pass too).
+  assert np.abs(np.diff(streamed["pos"], axis=0)).max() > 1e-3
+
+
+def test_runner_state_is_rollouts_state(exported):
+  cfg, variables, path = exported
+  streamer = export.TFLiteStreamer(path)
+  initial = streamer.init_state()
+  expected = dict(export.state_layout(rollout.init_state(cfg, batch=1)))
+  assert sorted(initial) == sorted(expected) == sorted(
+      ["state_window", "state_prev_sparse", "state_prev_motion",
+       "state_held", "state_started"])
+  for name, value in expected.items():
+    np.testing.assert_array_equal(initial[name], np.asarray(value))
+  frame = np.random.RandomState(0).randn(configs.SPARSE_DIM) * 0.1
+  state, pose = streamer.step(initial, frame)
+  # The very first frame fills the whole window.
+  np.testing.assert_allclose(state["state_window"][0],
+                             np.tile(frame, (cfg.window, 1)), atol=1e-7)
+  assert state["state_prev_motion"].shape == (1, cfg.window,
+                                              configs.MOTION_DIM)
+  np.testing.assert_allclose(state["state_prev_motion"][0, -1, :132],
+                             pose["rot6d"][0], atol=1e-6)
+
+
+def test_sidecar_describes_the_export(exported):
+  cfg, variables, path = exported
+  sidecar = json.loads(pathlib.Path(export.sidecar_path(path)).read_text())
+  assert sidecar["model"] == "memmlp41" and sidecar["window"] == cfg.window
+  assert sidecar["config"]["latent_dim"] == TINY["latent_dim"]
+  assert sidecar["quantize"] == "none"
+  assert [t["name"] for t in sidecar["outputs"]][:3] == ["rot6d", "pos",
+                                                          "lost"]
+  assert sidecar["inputs"][0] == {"name": "frame", "shape": [1, 54],
+                                  "dtype": "float32"}
+  assert sidecar["param_checksum"] == export.param_checksum(variables)
+  changed = jax.tree.map(lambda x: x, variables)
+  changed["params"]["embed"]["bias"] = changed["params"]["embed"]["bias"] + 1
+  assert export.param_checksum(changed) != sidecar["param_checksum"]
+
+
+def test_sidecar_of_another_model_is_refused(exported, tmp_path):
+  _, _, path = exported
+  copy = str(tmp_path / "model.tflite")
+  shutil.copy(path, copy)
+  sidecar = json.loads(pathlib.Path(export.sidecar_path(path)).read_text())
+
+  with pytest.raises(export.SidecarMismatchError, match="no sidecar"):
+    export.TFLiteStreamer(copy)
+
+  other = dict(sidecar, tflite_sha256="0" * 64)
+  pathlib.Path(export.sidecar_path(copy)).write_text(json.dumps(other))
+  with pytest.raises(export.SidecarMismatchError,
+                     match="describes another model"):
+    export.TFLiteStreamer(copy)
+
+  # Right file hash, but the tensors it lists are not the model's.
+  longer = json.loads(json.dumps(sidecar))
+  longer["inputs"][1]["shape"] = [1, 60, 54]
+  pathlib.Path(export.sidecar_path(copy)).write_text(json.dumps(longer))
+  with pytest.raises(export.SidecarMismatchError, match="inputs"):
+    export.TFLiteStreamer(copy)
+
+
+def test_an_op_tflite_cannot_take_is_named():
+  def step(state, frame):
+    return state, {"rot6d": jnp.fft.fft(frame).real}
+
+  with pytest.raises(export.ExportError, match="'fft'"):
+    export.convert_step(step, {})
+
+
+def test_unknown_quantization_is_refused():
+  with pytest.raises(export.ExportError, match="quantize"):
+    export.convert_step(lambda s, f: (s, {"rot6d": f}), {}, quantize="int4")
+
+
+def test_cli_without_checkpoint_says_so(tmp_path, capsys):
+  with pytest.raises(SystemExit) as exit_info:
+    _run_cli(workdir=str(tmp_path), out=str(tmp_path / "m.tflite"))
+  assert exit_info.value.code == 2
+  assert "no run config" in capsys.readouterr().err
+  train.save_config(str(tmp_path),
+                    train.RunConfig(model=configs.get_config("memmlp41")))
+  with pytest.raises(SystemExit):
+    _run_cli(workdir=str(tmp_path), out=str(tmp_path / "m.tflite"))
+  assert "no trained model checkpoint" in capsys.readouterr().err
+  assert not (tmp_path / "m.tflite").exists()
