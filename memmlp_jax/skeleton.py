@@ -79,7 +79,8 @@ class Skeleton:
       raise ValueError(
           f"skeleton with {j} names needs {j} parents and ({j}, 3) offsets, "
           f"got {len(self.parents)} and {offsets.shape}")
-    if any(p >= i for i, p in enumerate(self.parents)) or self.parents[0] != -1:
+    if self.parents[0] != -1 or any(not 0 <= p < i for i, p in
+                                     enumerate(self.parents) if i):
       raise ValueError("parents must precede their children, root first")
     if not np.all(np.isfinite(offsets)):
       raise ValueError("skeleton offsets must be finite")
