@@ -10,10 +10,11 @@ The input kind follows its extension:
   --body_model: mocap, whose head and wrists become the tracking input and
   whose full body is the ground truth drawn next to the prediction.
 
-The output is the predicted body on the canonical skeleton (scaled by
---height for recordings), one frame per input frame after the first, at
-60 fps. Lost tracking (NaN or flagged samples) follows memmlp_jax.rollout:
-the last tracked pose is held until tracking returns.
+The output is the predicted body (a recording animates the canonical body,
+or --body_model's, scaled by --height; mocap keeps its loader's body), one
+frame per input frame after the first, at 60 fps, its root placed so the
+head meets the tracked head. Lost tracking (NaN or flagged samples) follows
+memmlp_jax.rollout: the last tracked input is held until tracking returns.
 """
 
 import os
@@ -47,12 +48,15 @@ flags.DEFINE_string("gif", None, "Optional animated GIF of the prediction "
                     "(next to the ground truth for mocap input).")
 flags.DEFINE_float("height", None, "Recordings only: the user's standing "
                    "head height above the floor in metres (about eye level, "
-                   "what the headset reads when standing upright); the "
-                   "canonical body (1.496 m) is scaled to it.")
+                   "what the headset reads when standing upright); the body's "
+                   "head-to-feet height (1.496 m for the canonical body) is "
+                   "scaled to it.")
 flags.DEFINE_string("bvh_map", None, "Joint-map JSON for a .bvh input.")
 flags.DEFINE_string("asf", None, "Skeleton (.asf) for an .amc input.")
 flags.DEFINE_float("amc_fps", 120.0, "Frame rate of an .amc input.")
-flags.DEFINE_string("body_model", None, "SMPL-H model.npz for AMASS input.")
+flags.DEFINE_string("body_model", None, "SMPL-H model.npz: needed for AMASS "
+                    "input; for a recording, the body to animate (default "
+                    "the canonical SMPL neutral body).")
 flags.DEFINE_enum("csv_preset", "unity", sorted(tracking.PRESETS),
                   "Engine conventions of a .csv recording; the --csv_* flags "
                   "below override single fields.")
@@ -177,6 +181,44 @@ def predict(workdir: str, rotations, positions, scale: float):
   return np.asarray(poses["rot6d"][0]), np.asarray(poses["lost"][0])
 
 
+def output_body(truth):
+  """(body to animate, its scale from the base body).
+
+  Mocap keeps the body its loader put it on. A recording animates the
+  canonical body (or --body_model's), scaled to --height.
+  """
+  if truth is not None:
+    return truth.skeleton, 1.0
+  base = skeleton_lib.SMPL_NEUTRAL
+  if FLAGS.body_model:
+    from memmlp_jax.data import amass  # pylint: disable=g-import-not-at-top
+    base = amass.load_body_model(FLAGS.body_model)
+  scale = FLAGS.height / base.height() if FLAGS.height else 1.0
+  return base.scaled(scale), scale
+
+
+def write_outputs(result: motion_lib.Motion, lost, truth) -> None:
+  """The BVH, and the --npz and --gif when asked for."""
+  bvh_writer.write_bvh(FLAGS.output, result, units=FLAGS.bvh_units,
+                       order=FLAGS.bvh_order, up=FLAGS.bvh_up)
+  _, joints = result.global_pose()
+  body = result.skeleton
+  if FLAGS.npz:
+    np.savez(FLAGS.npz,
+             local_rotations=result.local_rotations.astype(np.float32),
+             positions=joints.astype(np.float32),
+             root_translation=result.root_translation.astype(np.float32),
+             lost=lost, fps=result.fps, joint_names=np.array(body.names),
+             parents=np.array(body.parents), offsets=body.offsets)
+  if FLAGS.gif:
+    sequences, titles = [joints], ["prediction"]
+    if truth is not None:
+      sequences.append(truth.global_pose()[1][1:])
+      titles.append("ground truth")
+    viz.animate_skeletons(sequences, body.parents, FLAGS.gif,
+                          joint_names=body.names, titles=titles)
+
+
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"unexpected arguments: {argv[1:]}")
@@ -187,14 +229,11 @@ def main(argv):
   if FLAGS.height is not None and not 0.5 < FLAGS.height < 2.5:
     raise app.UsageError(f"--height {FLAGS.height} m is not a plausible "
                          "standing head height")
-  canonical = skeleton_lib.SMPL_NEUTRAL
-  scale = FLAGS.height / canonical.height() if FLAGS.height else 1.0
-  body = canonical.scaled(scale)
-  name = os.path.splitext(os.path.basename(FLAGS.input))[0]
 
   start = time.perf_counter()
   try:
     rotations, positions, truth = load_input(FLAGS.input)
+    body, scale = output_body(truth)
   except motion_lib.MotionError as e:
     sys.exit(f"error: {e}")
   loaded = time.perf_counter()
@@ -204,31 +243,15 @@ def main(argv):
     sys.exit(f"error: --workdir {FLAGS.workdir}: {e}")
   predicted = time.perf_counter()
 
-  head = held_head(positions[1:, 0])
-  result = predicted_motion(rot6d, head, body, name)
-  bvh_writer.write_bvh(FLAGS.output, result, units=FLAGS.bvh_units,
-                       order=FLAGS.bvh_order, up=FLAGS.bvh_up)
-  _, joints = result.global_pose()
-  if FLAGS.npz:
-    np.savez(FLAGS.npz, local_rotations=result.local_rotations.astype(
-        np.float32), positions=joints.astype(np.float32),
-             root_translation=result.root_translation.astype(np.float32),
-             lost=lost, fps=result.fps, joint_names=np.array(body.names),
-             parents=np.array(body.parents), offsets=body.offsets)
+  name = os.path.splitext(os.path.basename(FLAGS.input))[0]
+  result = predicted_motion(rot6d, held_head(positions[1:, 0]), body, name)
   if truth is not None:
-    truth_joints = truth.global_pose()[1][1:]
     scores = metrics.sequence_metrics(
-        rot6d, motion_lib.features(truth)["rot6d"], truth_joints,
-        positions[1:, 0], canonical)
+        rot6d, motion_lib.features(truth)["rot6d"],
+        truth.global_pose()[1][1:], positions[1:, 0], body)
     print(f"against the ground truth: MPJPE {scores['mpjpe']:.2f} cm, "
           f"MPJRE {scores['mpjre']:.2f} deg, jitter {scores['jitter']:.2f}")
-  if FLAGS.gif:
-    sequences, titles = [joints], ["prediction"]
-    if truth is not None:
-      sequences.append(truth_joints)
-      titles.append("ground truth")
-    viz.animate_skeletons(sequences, body.parents, FLAGS.gif,
-                          joint_names=body.names, titles=titles)
+  write_outputs(result, lost, truth)
   done = time.perf_counter()
   frames = len(rot6d)
   print(f"{frames} frames ({frames / tracking.FPS:.1f} s at 60 fps, "

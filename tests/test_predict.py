@@ -1,0 +1,203 @@
+"""The predict CLI: recordings and mocap in, BVH / npz / GIF out; bad input."""
+
+import json
+import os
+import zipfile
+
+from absl import app
+from absl import flags
+from absl.testing import flagsaver
+import numpy as np
+from PIL import Image
+import pytest
+
+from experiments import predict
+from memmlp_jax import skeleton as skeleton_lib
+from memmlp_jax import train
+from memmlp_jax import viz
+from memmlp_jax.data import asfamc
+from memmlp_jax.data import bvh
+from memmlp_jax.data import motion as motion_lib
+from memmlp_jax.data import prepared
+from memmlp_jax.data import tracking
+from memmlp_jax.models import configs
+import test_tracking  # the Unity recording writer of the tracking tests
+
+DATA = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(
+    __file__))), os.environ.get("MEMMLP_DATA", "../shared/data"))
+CMU = os.path.join(DATA, "cmu_mocap_asfamc", "subjects", "02.zip")
+CMU_BVH = os.path.join(DATA, "cmu_mocap_bvh", "subjects", "09.zip")
+
+
+AMC_FRAMES = 122  # the first second of the walk: 61 frames at 60 fps
+
+
+def _first_amc_frames(text, count):
+  """An AMC cut after frame ``count`` (a frame starts with its number)."""
+  lines = text.splitlines()
+  end = lines.index(str(count + 1)) if str(count + 1) in lines else len(lines)
+  return "\n".join(lines[:end]) + "\n"
+
+
+@pytest.fixture(scope="module")
+def cmu(tmp_path_factory):
+  """02.asf and the first second of 02_01.amc (a walk), and the clip."""
+  if not os.path.exists(CMU):
+    pytest.skip(f"no mocap data at {DATA}")
+  folder = tmp_path_factory.mktemp("cmu")
+  with zipfile.ZipFile(CMU) as z:
+    (folder / "02.asf").write_bytes(z.read("02.asf"))
+    (folder / "02_01.amc").write_text(_first_amc_frames(
+        z.read("02_01.amc").decode("latin-1"), AMC_FRAMES))
+  clip = asfamc.load_amc(str(folder / "02.asf"), str(folder / "02_01.amc"),
+                         clip_id="cmu/02_01", subject="cmu/02", source="cmu")
+  assert clip.num_frames == AMC_FRAMES // 2
+  return folder, clip
+
+
+@pytest.fixture(scope="module")
+def run(tmp_path_factory, cmu):
+  """A very small Mem-MLP (memory, no VQ code) trained for one step."""
+  feats = motion_lib.features(cmu[1])
+  split = prepared.Split(
+      feats["sparse"], feats["rot6d"], feats["pos"],
+      [prepared.ClipSpan("cmu/02_01", "cmu/02", 0, len(feats["sparse"]))],
+      skeleton_lib.SMPL_NEUTRAL)
+  cfg = configs.get_config("memmlp41", window=8, latent_dim=16, num_blocks=2,
+                           head_blocks=1, memory_dim=8, use_vq_code=False)
+  config = train.RunConfig(model=cfg, steps=1, batch_size=4, vq_steps=1,
+                           vq_batch_size=4, checkpoint_every=1, log_every=1,
+                           eval_every=1, eval_batches=0)
+  workdir = str(tmp_path_factory.mktemp("run"))
+  train.train(config, workdir, split)
+  return workdir
+
+
+def _main(**flag_values):
+  with flagsaver.flagsaver():
+    flags.FLAGS(["predict"] + [f"--{k}={v}" for k, v in flag_values.items()])
+    predict.main(["predict"])
+
+
+def _identity_map(tmp_path, units_to_m=1.0):
+  path = tmp_path / "canonical.json"
+  path.write_text(json.dumps({
+      "joints": {n: n for n in skeleton_lib.JOINT_NAMES},
+      "units_to_m": units_to_m, "up": "y"}))
+  return path
+
+
+def _unity_recording(clip, path, lost_left=()):
+  """The clip's head and wrists as a ~90 Hz Unity recording."""
+  rotations, positions = test_tracking._tracked(clip)
+  frame_times = np.arange(clip.num_frames) / clip.fps
+  times = np.linspace(0.0, frame_times[-1], int(frame_times[-1] * 90) + 1)
+  flags_ = np.ones((len(times), 2), int)
+  flags_[list(lost_left), 0] = 0
+  path.write_text(test_tracking._unity_csv(
+      times, *test_tracking._interpolate(frame_times, rotations, positions,
+                                         times), flags_))
+  return path
+
+
+def test_recording_to_bvh_npz_and_gif(run, cmu, tmp_path, capsys):
+  _, clip = cmu
+  recording = _unity_recording(clip, tmp_path / "walk.csv",
+                               lost_left=range(45, 50))
+  height = 1.70
+  _main(workdir=run, input=recording, output=tmp_path / "walk.bvh",
+        npz=tmp_path / "walk.npz", gif=tmp_path / "walk.gif", height=height,
+        wrist_offset=",".join(str(v) for v in
+                              test_tracking.RIGHT_WRIST_OFFSET))
+  timing = capsys.readouterr().out.strip().splitlines()[-1]
+  assert "60 frames" in timing and "predict" in timing, timing
+  out = np.load(tmp_path / "walk.npz")
+  positions = out["positions"]
+  assert positions.shape == (60, 22, 3) and np.isfinite(positions).all()
+  # The body is scaled to the user and its head follows the tracked head.
+  scaled = skeleton_lib.SMPL_NEUTRAL.scaled(
+      height / skeleton_lib.SMPL_NEUTRAL.height())
+  np.testing.assert_allclose(out["offsets"], scaled.offsets, atol=1e-12)
+  tracked = tracking.load_tracking_csv(str(recording),
+                                       test_tracking._unity())
+  np.testing.assert_allclose(positions[:, 15], tracked.positions[1:, 0],
+                             atol=1e-5)
+  # Lost left-hand samples 45..49 (0.5-0.55 s) reach the model as NaN
+  # frames, and only those.
+  lost = np.flatnonzero(out["lost"])
+  assert 28 <= lost.min() and lost.max() <= 34 and len(lost) >= 4
+  # The BVH holds exactly the prediction, on the user-sized body: our BVH
+  # reader's FK of the file (not retargeted, which would resize the body).
+  held = bvh.parse_bvh(str(tmp_path / "walk.bvh"))
+  _, read_back = bvh.to_source(held, 1.0, "y").world_pose()
+  order = [held.names.index(n) for n in skeleton_lib.JOINT_NAMES]
+  np.testing.assert_allclose(read_back[:, order], positions, atol=1e-4)
+  gif = Image.open(tmp_path / "walk.gif")
+  assert gif.n_frames == 15  # 60 frames at the GIF's 15 fps
+
+
+def test_mocap_input_is_scored_and_drawn_next_to_its_ground_truth(
+    run, cmu, tmp_path, capsys):
+  folder, clip = cmu
+  _main(workdir=run, input=folder / "02_01.amc", asf=folder / "02.asf",
+        output=tmp_path / "amc.bvh", npz=tmp_path / "amc.npz",
+        gif=tmp_path / "amc.gif", bvh_units="cm", bvh_order="XYZ")
+  printed = capsys.readouterr().out
+  assert "against the ground truth: MPJPE" in printed
+  out = np.load(tmp_path / "amc.npz")
+  _, truth = clip.global_pose()
+  np.testing.assert_allclose(out["positions"][:, 15], truth[1:, 15],
+                             atol=1e-5)
+  # Two panels, prediction and ground truth: twice a single panel's width.
+  viz.animate_skeletons([truth[:4]], skeleton_lib.PARENTS,
+                        str(tmp_path / "one.gif"))
+  assert (Image.open(tmp_path / "amc.gif").size[0] ==
+          2 * Image.open(tmp_path / "one.gif").size[0])
+  # What the BVH holds, read back and retargeted to the same body, is the
+  # prediction (channels in centimetres and XYZ order).
+  motion = bvh.load_bvh(
+      str(tmp_path / "amc.bvh"),
+      bvh.load_joint_map(str(_identity_map(tmp_path, units_to_m=0.01))),
+      clip_id="p/amc", subject="p/u", source="p")
+  np.testing.assert_allclose(motion.global_pose()[1], out["positions"],
+                             atol=1e-4)
+
+
+def test_bvh_input_with_a_joint_map(run, tmp_path, capsys):
+  if not os.path.exists(CMU_BVH):
+    pytest.skip(f"no mocap data at {DATA}")
+  with zipfile.ZipFile(CMU_BVH) as z:
+    (tmp_path / "09_01.bvh").write_bytes(z.read("09_01.bvh"))
+  _main(workdir=run, input=tmp_path / "09_01.bvh", bvh_map=bvh.CMU_MAP,
+        output=tmp_path / "run.bvh")
+  assert "against the ground truth" in capsys.readouterr().out
+  assert (tmp_path / "run.bvh").exists()
+
+
+def test_bad_input_is_named(run, cmu, tmp_path):
+  folder, clip = cmu
+  recording = _unity_recording(clip, tmp_path / "walk.csv")
+  lines = recording.read_text().splitlines()
+  lines[7] = lines[7].rsplit(",", 3)[0]
+  (tmp_path / "bad.csv").write_text("\n".join(lines))
+  common = {"workdir": run, "output": tmp_path / "o.bvh"}
+  with pytest.raises(SystemExit, match=r"bad\.csv: line 8: 21 columns"):
+    _main(input=tmp_path / "bad.csv", **common)
+  with pytest.raises(app.UsageError, match="--bvh_map"):
+    _main(input=tmp_path / "x.bvh", **common)
+  with pytest.raises(app.UsageError, match="--asf"):
+    _main(input=folder / "02_01.amc", **common)
+  with pytest.raises(app.UsageError, match="--body_model"):
+    _main(input=tmp_path / "clip.npz", **common)
+  with pytest.raises(app.UsageError, match="unknown extension '.txt'"):
+    _main(input=tmp_path / "walk.txt", **common)
+  with pytest.raises(app.UsageError, match="--height applies to .csv"):
+    _main(input=folder / "02_01.amc", asf=folder / "02.asf", height=1.7,
+          **common)
+  with pytest.raises(app.UsageError, match="plausible"):
+    _main(input=recording, height=17, **common)
+  with pytest.raises(app.UsageError, match="wrist_offset"):
+    _main(input=recording, wrist_offset="1,2", **common)
+  with pytest.raises(SystemExit, match="no run config"):
+    _main(input=recording, workdir=tmp_path, output=tmp_path / "o.bvh")
+  assert not (tmp_path / "o.bvh").exists()
