@@ -16,6 +16,7 @@ logistic (SiLU = x * sigmoid(x)), mean.
 """
 
 from collections.abc import Callable
+import functools
 
 import flax.linen as nn
 import jax
@@ -24,12 +25,48 @@ import jax.numpy as jnp
 Array = jax.Array
 
 
-class LayerNorm(nn.Module):
-  """LayerNorm over the last axis with both statistics in one pass.
+def _ln_forward(x, scale, bias, epsilon):
+  mean = jnp.mean(x, axis=-1, keepdims=True)
+  mean_sq = jnp.mean(x * x, axis=-1, keepdims=True)
+  rstd = jax.lax.rsqrt(jnp.maximum(mean_sq - mean * mean, 0.0) + epsilon)
+  normed = (x - mean) * rstd
+  return normed * scale + bias, (normed, rstd)
 
-  Computes mean and mean-of-squares together (var = E[x^2] - E[x]^2, float32)
-  so XLA reads the activations once for the statistics instead of twice; the
-  result matches `flax.linen.LayerNorm` to float32 rounding.
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(3,))
+def layer_norm(x: Array, scale: Array, bias: Array, epsilon: float) -> Array:
+  """LayerNorm over the last axis; both statistics in one pass over x."""
+  return _ln_forward(x, scale, bias, epsilon)[0]
+
+
+def _ln_fwd(x, scale, bias, epsilon):
+  out, (normed, rstd) = _ln_forward(x, scale, bias, epsilon)
+  return out, (normed, rstd, scale)
+
+
+def _ln_bwd(epsilon, residuals, grad):
+  del epsilon
+  normed, rstd, scale = residuals
+  batch_axes = tuple(range(grad.ndim - 1))
+  g = grad * scale
+  dx = rstd * (g - jnp.mean(g, axis=-1, keepdims=True)
+               - normed * jnp.mean(g * normed, axis=-1, keepdims=True))
+  return (dx, jnp.sum(grad * normed, axis=batch_axes),
+          jnp.sum(grad, axis=batch_axes))
+
+
+layer_norm.defvjp(_ln_fwd, _ln_bwd)
+
+
+class LayerNorm(nn.Module):
+  """LayerNorm over the last axis (params `scale`, `bias` as flax.linen's).
+
+  Faster to train than `flax.linen.LayerNorm` on CPU (about 2.5x for forward +
+  backward, benchmarks/README.md): mean and mean-of-squares come from one pass
+  (var = E[x^2] - E[x]^2, float32), and the backward pass is the closed form
+  dx = rstd * (g - mean(g) - xhat * mean(g * xhat)), g = dy * scale, written as
+  a custom VJP instead of autodiff's longer chain of reductions. Matches
+  flax.linen.LayerNorm to float32 rounding.
   """
   epsilon: float = 1e-5
 
@@ -38,10 +75,7 @@ class LayerNorm(nn.Module):
     features = x.shape[-1]
     scale = self.param("scale", nn.initializers.ones, (features,))
     bias = self.param("bias", nn.initializers.zeros, (features,))
-    mean = jnp.mean(x, axis=-1, keepdims=True)
-    mean_sq = jnp.mean(x * x, axis=-1, keepdims=True)
-    var = jnp.maximum(mean_sq - mean * mean, 0.0)
-    return (x - mean) * (jax.lax.rsqrt(var + self.epsilon) * scale) + bias
+    return layer_norm(x, scale, bias, self.epsilon)
 
 
 class TimeMix(nn.Module):

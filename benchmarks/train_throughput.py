@@ -1,0 +1,136 @@
+r"""Training throughput of the named models on the current JAX backend.
+
+  python -m benchmarks.train_throughput                 # Markdown table
+  python -m benchmarks.train_throughput --format=json --models=memmlp41
+
+Per model: parameters, GFLOPs per window (XLA cost analysis of the compiled
+train step at --batch_size, divided by the batch; and of the inference forward
+pass at batch 1), and the train step's ms/step and windows/s. The step is the
+minimum over --repeats timed steps after a warm-up, because the machine may be
+shared; the median is reported alongside, and the CPU time the process used
+per step (all threads; on an otherwise idle machine wall ~ CPU / cores), which
+is the steadier figure when other jobs compete for the cores.
+
+The train step is the one training runs (memmlp_jax.train.make_train_step with
+memmlp_optimizer: the model's loss with its learned or fixed weights, AdamW,
+the VQ part frozen), jitted with the state donated; the batch is random
+T+1-frame crops, which does not change the work done.
+"""
+
+import json
+import statistics
+import time
+
+from absl import app
+from absl import flags
+import jax
+
+from memmlp_jax import losses
+from memmlp_jax import skeleton
+from memmlp_jax import train
+from memmlp_jax.models import configs
+
+_MODELS = flags.DEFINE_list("models", list(configs.NAMES), "Models to time.")
+_BATCH = flags.DEFINE_integer("batch_size", 256, "Windows per train step.")
+_REPEATS = flags.DEFINE_integer("repeats", 5, "Timed steps per model.")
+_WARMUP = flags.DEFINE_integer("warmup", 2, "Untimed steps after compiling.")
+_FORMAT = flags.DEFINE_enum("format", "markdown", ["markdown", "json"],
+                            "Output format.")
+
+
+def random_batch(cfg: configs.ModelConfig, batch: int, rng: jax.Array):
+  """Random T+1-frame crops, the layout train.make_train_step takes."""
+  keys = jax.random.split(rng, 3)
+  shape = (batch, cfg.window + 1)
+  return {"sparse": jax.random.normal(keys[0], shape + (configs.SPARSE_DIM,)),
+          "rot6d": jax.random.normal(keys[1], shape + (configs.ROT6D_DIM,)),
+          "pos": jax.random.normal(keys[2], shape + (configs.POS_DIM,))}
+
+
+def _flops(compiled) -> float:
+  cost = compiled.cost_analysis()
+  if isinstance(cost, (list, tuple)):
+    cost = cost[0]
+  return float(cost.get("flops", float("nan")))
+
+
+def measure(name: str, batch: int, repeats: int, warmup: int) -> dict:
+  cfg = configs.get_config(name)
+  rng = jax.random.PRNGKey(0)
+  model, variables = configs.init(cfg, rng)
+  optimizer = train.memmlp_optimizer(
+      train.RunConfig(model=cfg, batch_size=batch))
+  state = train.init_state(
+      {"model": variables["params"], "loss": losses.init_log_vars(cfg)},
+      optimizer)
+  step = jax.jit(train.make_train_step("memmlp", model, cfg, optimizer,
+                                       seed=0, skeleton=skeleton.SMPL_NEUTRAL),
+                 donate_argnums=0)
+  data = random_batch(cfg, batch, rng)
+  compiled = step.lower(state, data).compile()
+
+  inputs = configs.dummy_inputs(cfg, 1)
+  forward = jax.jit(lambda v, i: model.apply(v, **i, train=False))
+  forward_flops = _flops(forward.lower(variables, inputs).compile())
+
+  times, cpu_times = [], []
+  for i in range(warmup + repeats):
+    start, cpu_start = time.perf_counter(), time.process_time()
+    state, metrics = compiled(state, data)
+    jax.block_until_ready(metrics)
+    if i >= warmup:
+      times.append(time.perf_counter() - start)
+      cpu_times.append(time.process_time() - cpu_start)
+  best = min(times)
+  return {
+      "model": name,
+      "params": configs.count_params(cfg)["total"],
+      "train_gflops_per_window": _flops(compiled) / batch / 1e9,
+      "forward_gflops_per_window": forward_flops / 1e9,
+      "ms_per_step": best * 1e3,
+      "median_ms_per_step": statistics.median(times) * 1e3,
+      "windows_per_s": batch / best,
+      "cpu_s_per_step": min(cpu_times),
+  }
+
+
+def markdown(rows: list[dict], batch: int) -> str:
+  lines = [
+      f"backend: {jax.default_backend()} ({jax.device_count()} device(s), "
+      f"{jax.devices()[0].device_kind}), batch {batch}",
+      "",
+      "| model | params (M) | train GFLOPs/window | forward GFLOPs/window "
+      "| ms/step (min) | ms/step (median) | windows/s | CPU s/step |",
+      "|---|---:|---:|---:|---:|---:|---:|---:|",
+  ]
+  for r in rows:
+    lines.append(
+        f"| {r['model']} | {r['params'] / 1e6:.2f} "
+        f"| {r['train_gflops_per_window']:.3f} "
+        f"| {r['forward_gflops_per_window']:.3f} | {r['ms_per_step']:.0f} "
+        f"| {r['median_ms_per_step']:.0f} | {r['windows_per_s']:.1f} "
+        f"| {r['cpu_s_per_step']:.2f} |")
+  return "\n".join(lines)
+
+
+def main(argv):
+  if len(argv) > 1:
+    raise app.UsageError(f"unexpected arguments: {argv[1:]}")
+  unknown = [m for m in _MODELS.value if m not in configs.NAMES]
+  if unknown:
+    raise app.UsageError(f"--models: unknown {unknown}; known: "
+                         f"{', '.join(configs.NAMES)}")
+  if _BATCH.value < 1 or _REPEATS.value < 1 or _WARMUP.value < 0:
+    raise app.UsageError("--batch_size and --repeats must be >= 1, "
+                         "--warmup >= 0")
+  rows = [measure(m, _BATCH.value, _REPEATS.value, _WARMUP.value)
+          for m in _MODELS.value]
+  if _FORMAT.value == "json":
+    print(json.dumps({"backend": jax.default_backend(),
+                      "batch_size": _BATCH.value, "models": rows}, indent=2))
+  else:
+    print(markdown(rows, _BATCH.value))
+
+
+if __name__ == "__main__":
+  app.run(main)
