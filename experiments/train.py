@@ -1,0 +1,179 @@
+r"""Trains a model: VQ-VAE (stage 1), then Mem-MLP with it frozen (stage 2).
+
+  python -m experiments.train --flagfile=experiments/flags/free.flags
+  python -m experiments.train --flagfile=s1.flags \
+      --data_dir=/data/amass --body_model=/models/smplh/male/model.npz
+
+The protocol's data is prepared on first use (cached in --prepared_dir).
+Training resumes from the latest checkpoint in --workdir; a workdir that
+holds a run of another configuration is refused. Multi-host: start the same
+command on every host with --coordinator_address, --num_processes and
+--process_id (jax.distributed.initialize). See docs/training.md.
+"""
+
+import ast
+import logging as std_logging
+import os
+
+from absl import app
+from absl import flags
+from absl import logging
+import jax
+
+from memmlp_jax import train
+from memmlp_jax.data import prepared
+from memmlp_jax.data import protocols
+from memmlp_jax.models import configs
+
+_DEFAULT_DATA = os.environ.get("MEMMLP_DATA", os.path.join("..", "shared",
+                                                           "data"))
+_DEFAULT = train.RunConfig(model=configs.get_config("memmlp41"))
+
+_WORKDIR = flags.DEFINE_string("workdir", None, "Checkpoints, config and "
+                               "metrics of the run.", required=True)
+_PROTOCOL = flags.DEFINE_enum("protocol", "free", protocols.NAMES,
+                              "Data protocol (DESIGN 2.3).")
+_DATA_DIR = flags.DEFINE_string(
+    "data_dir", _DEFAULT_DATA, "Data root: the free mocap folders, or the "
+    "AMASS root for s1/s2/s3. Defaults to $MEMMLP_DATA, else ../shared/data.")
+_BODY_MODEL = flags.DEFINE_string(
+    "body_model", None, "AMASS protocols: the SMPL-H male model.npz.")
+_LISTS_DIR = flags.DEFINE_string(
+    "lists_dir", os.path.join("..", "shared", "protocols", "amass_s1"),
+    "Protocol s1: folder of the <Subset>_train/test.txt lists.")
+_PREPARED_DIR = flags.DEFINE_string(
+    "prepared_dir", None, "Prepared dataset cache (default prepared/<protocol>).")
+_WORKERS = flags.DEFINE_integer("workers", 2, "Processes preparing data.")
+_MODEL = flags.DEFINE_enum("model", "memmlp41", configs.NAMES, "Model.")
+_OVERRIDES = flags.DEFINE_multi_string(
+    "model_override", [], "key=value model-config override (repeatable), "
+    "e.g. --model_override=num_blocks=10 --model_override=use_memory=False.")
+_STAGE = flags.DEFINE_enum("stage", "all", ("all",) + train.STAGES,
+                           "Run both stages, or one alone.")
+_STEPS = flags.DEFINE_integer("steps", _DEFAULT.steps, "Stage-2 steps.")
+_BATCH_SIZE = flags.DEFINE_integer("batch_size", _DEFAULT.batch_size,
+                                   "Stage-2 global batch (windows).")
+_SEED = flags.DEFINE_integer("seed", _DEFAULT.seed, "Seed of init and data.")
+_LR = flags.DEFINE_float("learning_rate", _DEFAULT.learning_rate,
+                         "Stage-2 AdamW learning rate.")
+_FINAL_LR = flags.DEFINE_float("final_learning_rate",
+                               _DEFAULT.final_learning_rate,
+                               "Stage-2 learning rate after the decay.")
+_DECAY_AT = flags.DEFINE_float("decay_at", _DEFAULT.decay_at,
+                               "Fraction of --steps where the lr drops.")
+_WEIGHT_DECAY = flags.DEFINE_float("weight_decay", _DEFAULT.weight_decay,
+                                   "AdamW weight decay (model params only).")
+_AUGMENT = flags.DEFINE_list("augment", list(_DEFAULT.augment),
+                             "Stage-2 augmentations: yaw, mirror (or none).")
+_VQ_STEPS = flags.DEFINE_integer("vq_steps", _DEFAULT.vq_steps,
+                                 "Stage-1 (VQ-VAE) steps.")
+_VQ_BATCH_SIZE = flags.DEFINE_integer("vq_batch_size", _DEFAULT.vq_batch_size,
+                                      "Stage-1 batch (windows).")
+_VQ_LR = flags.DEFINE_float("vq_learning_rate", _DEFAULT.vq_learning_rate,
+                            "Stage-1 Adam lr (x0.2 at 20/50/70% of steps).")
+_CHECKPOINT_EVERY = flags.DEFINE_integer(
+    "checkpoint_every", _DEFAULT.checkpoint_every, "Checkpoint period (steps).")
+_LOG_EVERY = flags.DEFINE_integer("log_every", _DEFAULT.log_every,
+                                  "Metrics period (steps).")
+_EVAL_EVERY = flags.DEFINE_integer("eval_every", _DEFAULT.eval_every,
+                                   "Validation period (steps).")
+_EVAL_BATCHES = flags.DEFINE_integer(
+    "eval_batches", _DEFAULT.eval_batches,
+    "Fixed test batches per validation (0: none).")
+_COORDINATOR = flags.DEFINE_string(
+    "coordinator_address", None, "Multi-host: host:port of process 0 "
+    "(jax.distributed.initialize).")
+_NUM_PROCESSES = flags.DEFINE_integer("num_processes", None,
+                                      "Multi-host: number of processes.")
+_PROCESS_ID = flags.DEFINE_integer("process_id", None,
+                                   "Multi-host: this process's index.")
+
+_AMASS_PROTOCOLS = ("s1", "s2", "s3")
+
+
+def _parse_overrides(items):
+  overrides = {}
+  for item in items:
+    key, sep, text = item.partition("=")
+    if not sep or not key:
+      raise app.UsageError(f"--model_override {item!r}: expected key=value")
+    try:
+      overrides[key] = ast.literal_eval(text)
+    except (ValueError, SyntaxError):
+      overrides[key] = text
+  return overrides
+
+
+def _run_config() -> train.RunConfig:
+  augment = tuple(a for a in _AUGMENT.value if a != "none")
+  try:
+    return train.RunConfig(
+        model=configs.get_config(_MODEL.value,
+                                 **_parse_overrides(_OVERRIDES.value)),
+        protocol=_PROTOCOL.value, stage=_STAGE.value, steps=_STEPS.value,
+        batch_size=_BATCH_SIZE.value, seed=_SEED.value,
+        learning_rate=_LR.value, final_learning_rate=_FINAL_LR.value,
+        decay_at=_DECAY_AT.value, weight_decay=_WEIGHT_DECAY.value,
+        augment=augment, vq_steps=_VQ_STEPS.value,
+        vq_batch_size=_VQ_BATCH_SIZE.value, vq_learning_rate=_VQ_LR.value,
+        checkpoint_every=_CHECKPOINT_EVERY.value, log_every=_LOG_EVERY.value,
+        eval_every=_EVAL_EVERY.value, eval_batches=_EVAL_BATCHES.value)
+  except (ValueError, TypeError) as e:
+    raise app.UsageError(str(e)) from None
+
+
+def _check_inputs():
+  """Names the first missing input; nothing is read or written before."""
+  if not os.path.isdir(_DATA_DIR.value):
+    raise app.UsageError(f"--data_dir {_DATA_DIR.value}: folder not found")
+  if _PROTOCOL.value in _AMASS_PROTOCOLS:
+    if not _BODY_MODEL.value:
+      raise app.UsageError(f"protocol {_PROTOCOL.value} needs --body_model "
+                           "(the SMPL-H male model.npz)")
+    if not os.path.isfile(_BODY_MODEL.value):
+      raise app.UsageError(f"--body_model {_BODY_MODEL.value}: file not found")
+  if _PROTOCOL.value == "s1" and not os.path.isdir(_LISTS_DIR.value):
+    raise app.UsageError(f"--lists_dir {_LISTS_DIR.value}: folder not found")
+
+
+def _quiet_orbax():
+  """Keeps orbax's per-save INFO lines out of the training log."""
+  handler = logging.get_absl_handler()
+  handler.addFilter(lambda r: r.levelno >= std_logging.WARNING
+                    or "/orbax/" not in r.pathname)
+
+
+def main(argv):
+  if len(argv) > 1:
+    raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
+  if _COORDINATOR.value:
+    jax.distributed.initialize(_COORDINATOR.value, _NUM_PROCESSES.value,
+                               _PROCESS_ID.value)
+  config = _run_config()
+  _check_inputs()
+  try:
+    train.check_workdir(_WORKDIR.value, config)
+    train.check_batch_size(config.batch_size, train.make_mesh())
+    train.check_batch_size(config.vq_batch_size, train.make_mesh())
+  except ValueError as e:
+    raise app.UsageError(str(e)) from None
+  _quiet_orbax()
+  prepared_dir = _PREPARED_DIR.value or os.path.join("prepared",
+                                                     _PROTOCOL.value)
+  try:
+    prepared.ensure_prepared(
+        _PROTOCOL.value, _DATA_DIR.value, prepared_dir,
+        body_model=_BODY_MODEL.value,
+        lists_dir=_LISTS_DIR.value if _PROTOCOL.value == "s1" else None,
+        workers=_WORKERS.value, fetch_missing=False, log=logging.info)
+    train_split = prepared.load_split(prepared_dir, "train")
+    test_split = prepared.load_split(prepared_dir, "test")
+    train.train(config, _WORKDIR.value, train_split, test_split)
+  except (protocols.ProtocolError, prepared.PreparedError,
+          FileNotFoundError) as e:
+    logging.error("%s", e)
+    raise SystemExit(f"error: {e}") from None
+
+
+if __name__ == "__main__":
+  app.run(main)

@@ -1,0 +1,581 @@
+"""Training: state, steps and the loop pieces for both stages.
+
+Stage 1 ("vqvae") trains the VQ-VAE (Adam, lr x0.2 at 20/50/70% of its
+steps). Stage 2 ("memmlp") trains the model (AdamW, lr decayed once, late)
+with the VQ encoder + codebook copied from stage 1 and frozen: the model stops
+their gradient and the optimizer maps their update to zero, so they stay
+bitwise equal to stage 1's. Models without a VQ code skip stage 1.
+
+Everything a step consumes is a pure function of (seed, step): the batch (see
+data/dataset.py) and the alpha draws (a key folded with the step). A run
+killed at any point and restarted from its latest checkpoint therefore ends
+with bitwise the same parameters as an uninterrupted one.
+
+Workdir layout:
+  config.json                 the run's configuration (checked on resume)
+  <stage>/checkpoints/<step>/ orbax checkpoints (params, opt_state, step)
+  <stage>/metrics.csv         every logged metric, one row per (step, name)
+  <stage>/events.out.tfevents.*  the same for TensorBoard
+"""
+
+import csv
+import dataclasses
+import functools
+import json
+import os
+import time
+from typing import Any, Callable
+
+from absl import logging
+import jax
+from jax.sharding import Mesh, NamedSharding, PartitionSpec
+import jax.numpy as jnp
+import numpy as np
+import optax
+import orbax.checkpoint as ocp
+
+from memmlp_jax import losses
+from memmlp_jax.data import dataset
+from memmlp_jax.models import configs
+from memmlp_jax.models import memmlp
+from memmlp_jax.models import vqvae
+
+STAGES = ("vqvae", "memmlp")
+CONFIG_FILE = "config.json"
+# Fields of the run config that may change between a run and its resumption:
+# they do not change what is computed.
+_RESUMABLE_FIELDS = ("stage", "checkpoint_every", "log_every", "eval_every",
+                     "eval_batches")
+
+
+@dataclasses.dataclass(frozen=True)
+class RunConfig:
+  """Everything that determines a training run's result."""
+  model: configs.ModelConfig
+  protocol: str = "free"
+  stage: str = "all"
+  steps: int = 1000
+  batch_size: int = 256
+  seed: int = 0
+  learning_rate: float = 3e-4
+  final_learning_rate: float = 3e-5
+  # The lr drops to final_learning_rate after this fraction of `steps`.
+  decay_at: float = 0.8
+  weight_decay: float = 1e-4
+  augment: tuple[str, ...] = ()
+  vq_steps: int = 1000
+  vq_batch_size: int = 256
+  vq_learning_rate: float = 1e-3
+  vq_weight_decay: float = 0.0
+  checkpoint_every: int = 500
+  log_every: int = 50
+  eval_every: int = 500
+  eval_batches: int = 4
+
+  def __post_init__(self):
+    for name in ("steps", "batch_size", "vq_steps", "vq_batch_size",
+                 "checkpoint_every", "log_every", "eval_every"):
+      if getattr(self, name) < 1:
+        raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+    if self.eval_batches < 0 or self.seed < 0:
+      raise ValueError("eval_batches and seed must be >= 0")
+    if not 0.0 < self.decay_at <= 1.0:
+      raise ValueError(f"decay_at must be in (0, 1], got {self.decay_at}")
+    if self.stage not in ("all",) + STAGES:
+      raise ValueError(f"stage must be all, vqvae or memmlp, got {self.stage!r}")
+    if self.stage == "vqvae" and not self.model.uses_vq:
+      raise ValueError(f"model {self.model.name!r} has no VQ code, so it has "
+                       "no vqvae stage")
+    dataset.Augment.from_names(self.augment)
+
+  def stages(self) -> tuple[str, ...]:
+    """The stages this run executes, in order."""
+    if self.stage != "all":
+      return (self.stage,)
+    return STAGES if self.model.uses_vq else ("memmlp",)
+
+  def to_json(self) -> dict:
+    return {**dataclasses.asdict(self),
+            "model": dataclasses.asdict(self.model),
+            "augment": list(self.augment)}
+
+  @classmethod
+  def from_json(cls, data: dict) -> "RunConfig":
+    model = dict(data["model"])
+    name = model.pop("name")
+    model = {k: tuple(v) if isinstance(v, list) else v
+             for k, v in model.items()}
+    return cls(**{**data, "model": configs.get_config(name, **model),
+                  "augment": tuple(data["augment"])})
+
+
+class ConfigMismatchError(ValueError):
+  """The workdir holds a run with another configuration."""
+
+
+def _comparable(config: dict) -> dict:
+  return {k: v for k, v in config.items() if k not in _RESUMABLE_FIELDS}
+
+
+def check_workdir(workdir: str, config: RunConfig) -> None:
+  """Raises ConfigMismatchError if `workdir` holds a run of another config."""
+  path = os.path.join(workdir, CONFIG_FILE)
+  if not os.path.exists(path):
+    return
+  try:
+    with open(path) as f:
+      saved = json.load(f)
+  except (OSError, json.JSONDecodeError) as e:
+    raise ConfigMismatchError(f"{path}: unreadable run config ({e})") from e
+  # Through JSON, so tuples and lists compare equal.
+  ours = _comparable(json.loads(json.dumps(config.to_json())))
+  theirs = _comparable(saved)
+  diffs = [f"{k}: saved {theirs.get(k)!r}, now {ours.get(k)!r}"
+           for k in sorted(set(ours) | set(theirs))
+           if k != "model" and ours.get(k) != theirs.get(k)]
+  ours_m, theirs_m = ours["model"], theirs.get("model", {})
+  diffs += [f"model.{k}: saved {theirs_m.get(k)!r}, now {ours_m.get(k)!r}"
+            for k in sorted(set(ours_m) | set(theirs_m))
+            if ours_m.get(k) != theirs_m.get(k)]
+  if diffs:
+    raise ConfigMismatchError(
+        f"{workdir} holds a run with another configuration ({path}); use "
+        "another --workdir or the same flags. Differences: " + "; ".join(diffs))
+
+
+def save_config(workdir: str, config: RunConfig) -> None:
+  os.makedirs(workdir, exist_ok=True)
+  if jax.process_index() == 0:
+    with open(os.path.join(workdir, CONFIG_FILE), "w") as f:
+      json.dump(config.to_json(), f, indent=2, sort_keys=True)
+
+
+def load_config(workdir: str) -> RunConfig:
+  path = os.path.join(workdir, CONFIG_FILE)
+  if not os.path.exists(path):
+    raise FileNotFoundError(f"{path}: no run config; is {workdir} a training "
+                            "workdir?")
+  with open(path) as f:
+    return RunConfig.from_json(json.load(f))
+
+
+# ----------------------------------------------------------------- optimizers
+
+
+def memmlp_schedule(config: RunConfig) -> optax.Schedule:
+  """learning_rate, then final_learning_rate after decay_at * steps."""
+  return optax.piecewise_constant_schedule(
+      config.learning_rate,
+      {int(config.decay_at * config.steps):
+       config.final_learning_rate / config.learning_rate})
+
+
+def vqvae_schedule(config: RunConfig) -> optax.Schedule:
+  """vq_learning_rate, times 0.2 at 20%, 50% and 70% of vq_steps."""
+  return optax.piecewise_constant_schedule(
+      config.vq_learning_rate,
+      {int(f * config.vq_steps): 0.2 for f in (0.2, 0.5, 0.7)})
+
+
+def _param_labels(params):
+  mask = memmlp.trainable_mask(params["model"])
+  return {"model": jax.tree.map(lambda keep: "model" if keep else "frozen",
+                                mask),
+          "loss": jax.tree.map(lambda _: "log_vars", params["loss"])}
+
+
+def memmlp_optimizer(config: RunConfig) -> optax.GradientTransformation:
+  """AdamW on the model, Adam on the loss log-variances, VQ part frozen."""
+  schedule = memmlp_schedule(config)
+  return optax.multi_transform(
+      {"model": optax.adamw(schedule, weight_decay=config.weight_decay),
+       "log_vars": optax.adam(schedule),
+       "frozen": optax.set_to_zero()}, _param_labels)
+
+
+def vqvae_optimizer(config: RunConfig) -> optax.GradientTransformation:
+  return optax.adamw(vqvae_schedule(config),
+                     weight_decay=config.vq_weight_decay)
+
+
+# ---------------------------------------------------------------------- state
+
+
+def init_state(params, optimizer: optax.GradientTransformation) -> dict:
+  """The train state: a plain pytree, so orbax saves it as it is."""
+  return {"step": jnp.zeros((), jnp.int32), "params": params,
+          "opt_state": optimizer.init(params)}
+
+
+def init_vqvae_params(cfg: configs.ModelConfig, rng, batch):
+  """VQ-VAE params with the codebook seeded from encoder latents of `batch`."""
+  model = vqvae.VQVAE(cfg)
+  init_rng, codebook_rng = jax.random.split(rng)
+  current, _ = dataset.split_window(batch)
+  params = model.init(init_rng, current["sparse"], _motion(current))["params"]
+  latents = model.apply({"params": params}, current["sparse"],
+                        _motion(current))["latent"]
+  return vqvae.init_codebook_from_latents(params, latents, codebook_rng)
+
+
+def init_memmlp_params(cfg: configs.ModelConfig, rng, vq_params=None):
+  """{"model": model params (VQ part from stage 1), "loss": loss params}."""
+  _, variables = configs.init(cfg, rng)
+  params = dict(variables["params"])
+  if cfg.uses_vq:
+    if vq_params is None:
+      raise ValueError(f"model {cfg.name!r} needs the stage-1 VQ-VAE params")
+    params["vq"] = vq_params
+  return {"model": params, "loss": losses.init_log_vars(cfg)}
+
+
+# ---------------------------------------------------------------------- steps
+
+
+def _motion(window):
+  return jnp.concatenate([window["rot6d"], window["pos"]], axis=-1)
+
+
+def _step_key(seed: int, step):
+  return jax.random.fold_in(jax.random.PRNGKey(seed), step)
+
+
+def memmlp_loss(model, cfg: configs.ModelConfig, params, batch, alpha_key,
+                train: bool, skeleton=None):
+  """(total loss, metrics) of the model on a batch of T+1-frame crops."""
+  current, previous = dataset.split_window(batch)
+  out = model.apply(
+      {"params": params["model"]}, current["sparse"],
+      previous["sparse"] if cfg.uses_memory else None,
+      _motion(previous) if cfg.uses_memory else None,
+      train=train, rngs={"alpha": alpha_key})
+  return losses.model_loss(cfg, out, current["rot6d"], current["pos"],
+                           params["loss"], skeleton)
+
+
+def vqvae_loss(model, cfg: configs.ModelConfig, params, batch):
+  current, _ = dataset.split_window(batch)
+  out = model.apply({"params": params}, current["sparse"], _motion(current))
+  return losses.vqvae_loss(cfg, out, current["rot6d"])
+
+
+def make_train_step(kind: str, model, cfg: configs.ModelConfig,
+                    optimizer: optax.GradientTransformation, seed: int,
+                    skeleton=None):
+  """train_step(state, batch) -> (state, metrics) for stage `kind`.
+
+  `skeleton` is the targets' body (avatarposer's FK loss needs it).
+  """
+
+  def loss_fn(params, batch, step):
+    if kind == "vqvae":
+      return vqvae_loss(model, cfg, params, batch)
+    return memmlp_loss(model, cfg, params, batch, _step_key(seed, step),
+                       train=True, skeleton=skeleton)
+
+  def train_step(state, batch):
+    grads, metrics = jax.grad(loss_fn, has_aux=True)(
+        state["params"], batch, state["step"])
+    updates, opt_state = optimizer.update(grads, state["opt_state"],
+                                          state["params"])
+    params = optax.apply_updates(state["params"], updates)
+    return ({"step": state["step"] + 1, "params": params,
+             "opt_state": opt_state}, metrics)
+
+  return train_step
+
+
+def make_eval_step(kind: str, model, cfg: configs.ModelConfig, skeleton=None):
+  """eval_step(params, batch) -> metrics (inference-mode alpha)."""
+
+  def eval_step(params, batch):
+    if kind == "vqvae":
+      return vqvae_loss(model, cfg, params, batch)[1]
+    return memmlp_loss(model, cfg, params, batch, jax.random.PRNGKey(0),
+                       train=False, skeleton=skeleton)[1]
+
+  return eval_step
+
+
+# ------------------------------------------------------------ data parallel
+
+
+def make_mesh(devices=None) -> Mesh:
+  """A 1-D ("data",) mesh over all devices (every process's, multi-host)."""
+  devices = jax.devices() if devices is None else devices
+  return Mesh(np.asarray(devices), ("data",))
+
+
+def shard_batch(mesh: Mesh, sampler: dataset.WindowSampler, step: int):
+  """This process's rows of the global batch, as one global sharded array."""
+  sharding = NamedSharding(mesh, PartitionSpec("data"))
+  per_process = sampler.batch_size // jax.process_count()
+  start = jax.process_index() * per_process
+  local = sampler.batch(step, rows=slice(start, start + per_process))
+  return {k: jax.make_array_from_process_local_data(
+              sharding, v, (sampler.batch_size,) + v.shape[1:])
+          for k, v in local.items()}
+
+
+def check_batch_size(batch_size: int, mesh: Mesh) -> None:
+  if batch_size % mesh.size:
+    raise ValueError(f"batch size {batch_size} is not divisible by the "
+                     f"{mesh.size} devices of the data-parallel mesh")
+
+
+def jit_train_step(train_step, mesh: Mesh):
+  replicated = NamedSharding(mesh, PartitionSpec())
+  data = NamedSharding(mesh, PartitionSpec("data"))
+  return jax.jit(train_step, in_shardings=(replicated, data),
+                 out_shardings=(replicated, replicated), donate_argnums=0)
+
+
+def jit_eval_step(eval_step, mesh: Mesh):
+  replicated = NamedSharding(mesh, PartitionSpec())
+  data = NamedSharding(mesh, PartitionSpec("data"))
+  return jax.jit(eval_step, in_shardings=(replicated, data),
+                 out_shardings=replicated)
+
+
+# ------------------------------------------------------------- checkpoints
+
+
+def checkpoint_manager(stage_dir: str) -> ocp.CheckpointManager:
+  """Keeps the two latest checkpoints; a save in flight when the process dies
+  stays in a temporary folder that the next run ignores."""
+  return ocp.CheckpointManager(
+      os.path.abspath(os.path.join(stage_dir, "checkpoints")),
+      options=ocp.CheckpointManagerOptions(max_to_keep=2))
+
+
+def latest_step(stage_dir: str) -> int | None:
+  directory = os.path.join(stage_dir, "checkpoints")
+  if not os.path.isdir(directory):
+    return None
+  with ocp.CheckpointManager(os.path.abspath(directory)) as manager:
+    return manager.latest_step()
+
+
+def restore_state(manager: ocp.CheckpointManager, step: int, target):
+  """The saved state at `step`, laid out (sharded) like `target`."""
+  return manager.restore(step, args=ocp.args.StandardRestore(target))
+
+
+def restore(workdir: str):
+  """(ModelConfig, params) of a trained run, for evaluation and export.
+
+  The model is `configs.build(cfg)`, called as
+  `model.apply({"params": params}, ...)`; params hold the frozen VQ part.
+  """
+  config = load_config(workdir)
+  cfg = config.model
+  stage_dir = os.path.join(workdir, "memmlp")
+  step = latest_step(stage_dir)
+  if step is None:
+    raise FileNotFoundError(f"{stage_dir}: no trained model checkpoint")
+  vq = (jax.eval_shape(lambda: init_vqvae_params(
+      cfg, jax.random.PRNGKey(0), _dummy_batch(cfg, 1)))["vq"]
+        if cfg.uses_vq else None)
+  target = jax.eval_shape(lambda: init_state(
+      init_memmlp_params(cfg, jax.random.PRNGKey(0), vq),
+      memmlp_optimizer(config)))
+  with checkpoint_manager(stage_dir) as manager:
+    state = restore_state(manager, step, target)
+  return cfg, state["params"]["model"]
+
+
+def _dummy_batch(cfg: configs.ModelConfig, batch: int):
+  span = cfg.window + 1
+  return {"sparse": jnp.zeros((batch, span, configs.SPARSE_DIM)),
+          "rot6d": jnp.zeros((batch, span, configs.ROT6D_DIM)),
+          "pos": jnp.zeros((batch, span, configs.POS_DIM))}
+
+
+# ------------------------------------------------------------------ metrics
+
+
+class CsvWriter:
+  """Scalars to a CSV file (step, name, value), appending across restarts.
+
+  Duck-types clu's MetricWriter for the calls training makes.
+
+  Rows after `resume_step` (written by a run that was then killed before its
+  next checkpoint) are dropped on open, so the file never holds a step twice.
+  """
+
+  def __init__(self, path: str, resume_step: int = 0):
+    self._path = path
+    rows = []
+    if os.path.exists(path):
+      with open(path, newline="") as f:
+        rows = [r for r in csv.reader(f)][1:]
+      rows = [r for r in rows if int(r[0]) <= resume_step]
+    with open(path, "w", newline="") as f:
+      writer = csv.writer(f)
+      writer.writerow(["step", "name", "value"])
+      writer.writerows(rows)
+
+  def write_scalars(self, step, scalars):
+    with open(self._path, "a", newline="") as f:
+      writer = csv.writer(f)
+      for name, value in sorted(scalars.items()):
+        writer.writerow([int(step), name, float(value)])
+
+  def flush(self):
+    pass
+
+  def close(self):
+    pass
+
+
+def _format(metrics: dict) -> str:
+  return ", ".join(f"{k}={float(v):.4g}" for k, v in sorted(metrics.items()))
+
+
+# --------------------------------------------------------------------- loop
+
+
+@dataclasses.dataclass
+class Stage:
+  """One stage ready to run: its model, steps, data and starting state."""
+  kind: str
+  model: Any
+  steps: int
+  batch_size: int
+  optimizer: optax.GradientTransformation
+  init_params: Callable[[], Any]
+
+
+def build_stage(kind: str, config: RunConfig, train_split,
+                vq_params=None) -> Stage:
+  cfg = config.model
+  rng = jax.random.PRNGKey(config.seed)
+  # Jitted: op-by-op initialisation compiles every small op on its own.
+  if kind == "vqvae":
+    sampler = dataset.WindowSampler(train_split, cfg.window,
+                                    config.vq_batch_size, config.seed)
+    init = jax.jit(lambda batch: init_vqvae_params(cfg, rng, batch))
+    return Stage(kind, vqvae.VQVAE(cfg), config.vq_steps,
+                 config.vq_batch_size, vqvae_optimizer(config),
+                 functools.partial(init, sampler.batch(0)))
+  init = jax.jit(lambda vq: init_memmlp_params(cfg, rng, vq))
+  return Stage(kind, configs.build(cfg), config.steps, config.batch_size,
+               memmlp_optimizer(config), functools.partial(init, vq_params))
+
+
+def run_stage(stage: Stage, config: RunConfig, workdir: str, train_split,
+              test_split=None, mesh: Mesh | None = None):
+  """Trains one stage to its last step, resuming from its latest checkpoint.
+
+  Returns the stage's final params.
+  """
+  mesh = make_mesh() if mesh is None else mesh
+  check_batch_size(stage.batch_size, mesh)
+  cfg = config.model
+  stage_dir = os.path.join(workdir, stage.kind)
+  os.makedirs(stage_dir, exist_ok=True)
+  augment = (dataset.Augment.from_names(config.augment)
+             if stage.kind == "memmlp" else dataset.Augment())
+  sampler = dataset.WindowSampler(train_split, cfg.window, stage.batch_size,
+                                  config.seed, augment)
+  replicated = NamedSharding(mesh, PartitionSpec())
+  state = jax.jit(lambda: init_state(stage.init_params(), stage.optimizer),
+                  out_shardings=replicated)()
+  manager = checkpoint_manager(stage_dir)
+  start = manager.latest_step() or 0
+  if start:
+    logging.info("%s: resuming from the checkpoint at step %d", stage.kind,
+                 start)
+    state = restore_state(manager, start, state)
+  if start >= stage.steps:
+    manager.close()
+    return state["params"]
+  # clu imports TensorFlow (seconds); only a training loop needs it, not
+  # restore() or a CLI that stops at a bad flag.
+  from clu import metric_writers, periodic_actions  # pylint: disable=g-import-not-at-top
+  # TensorBoard and CSV from process 0; every process logs its own lines.
+  writers = []
+  if jax.process_index() == 0:
+    writers = [metric_writers.AsyncWriter(metric_writers.SummaryWriter(
+        stage_dir)), CsvWriter(os.path.join(stage_dir, "metrics.csv"), start)]
+  writer = metric_writers.MultiWriter(writers)
+  train_step = jit_train_step(
+      make_train_step(stage.kind, stage.model, cfg, stage.optimizer,
+                      config.seed, train_split.skeleton), mesh)
+  evaluate = _evaluator(stage, config, test_split, mesh)
+  report = periodic_actions.ReportProgress(
+      num_train_steps=stage.steps, writer=writer, every_steps=config.log_every)
+  logging.info("%s: %d steps at batch %d on %d device(s), from step %d",
+               stage.kind, stage.steps, stage.batch_size, mesh.size, start)
+  for step in range(start, stage.steps):
+    with jax.profiler.StepTraceAnnotation("train", step_num=step):
+      state, metrics = train_step(state, shard_batch(mesh, sampler, step))
+    done = step + 1
+    report(done)
+    if done % config.log_every == 0 or done == stage.steps:
+      metrics = jax.device_get(metrics)
+      writer.write_scalars(done, {f"train/{k}": v for k, v in metrics.items()})
+      logging.info("%s step %d/%d: %s", stage.kind, done, stage.steps,
+                   _format(metrics))
+    if evaluate and (done % config.eval_every == 0 or done == stage.steps):
+      val = evaluate(state["params"])
+      writer.write_scalars(done, {f"val/{k}": v for k, v in val.items()})
+      logging.info("%s step %d validation: %s", stage.kind, done, _format(val))
+    if done % config.checkpoint_every == 0 or done == stage.steps:
+      manager.save(done, args=ocp.args.StandardSave(state))
+  manager.wait_until_finished()
+  manager.close()
+  writer.flush()
+  return state["params"]
+
+
+def _evaluator(stage: Stage, config: RunConfig, test_split, mesh: Mesh):
+  """params -> mean metrics over a fixed set of test windows, or None."""
+  if test_split is None or config.eval_batches == 0:
+    return None
+  sampler = dataset.WindowSampler(test_split, config.model.window,
+                                  stage.batch_size, config.seed)
+  batches = [shard_batch(mesh, sampler, i) for i in range(config.eval_batches)]
+  eval_step = jit_eval_step(make_eval_step(stage.kind, stage.model,
+                                           config.model, test_split.skeleton),
+                            mesh)
+
+  def evaluate(params):
+    metrics = [eval_step(params, b) for b in batches]
+    return jax.tree.map(lambda *v: float(np.mean(v)), *jax.device_get(metrics))
+
+  return evaluate
+
+
+def train(config: RunConfig, workdir: str, train_split, test_split=None,
+          mesh: Mesh | None = None):
+  """Runs the configured stages; returns the last stage's params."""
+  check_workdir(workdir, config)
+  save_config(workdir, config)
+  vq_params = None
+  params = None
+  for kind in config.stages():
+    if kind == "memmlp" and config.model.uses_vq and vq_params is None:
+      vq_params = _stage1_vq(config, workdir, train_split)
+    stage = build_stage(kind, config, train_split, vq_params)
+    t0 = time.time()
+    params = run_stage(stage, config, workdir, train_split, test_split, mesh)
+    logging.info("%s: done in %.1f s", kind, time.time() - t0)
+    if kind == "vqvae":
+      vq_params = params["vq"]
+  return params
+
+
+def _stage1_vq(config: RunConfig, workdir: str, train_split):
+  """The final VQ encoder + codebook of this workdir's finished stage 1."""
+  stage_dir = os.path.join(workdir, "vqvae")
+  step = latest_step(stage_dir)
+  if step != config.vq_steps:
+    raise FileNotFoundError(
+        f"{stage_dir}: stage 2 needs the finished VQ-VAE of stage 1 (step "
+        f"{config.vq_steps}), found {step}; run --stage=vqvae or --stage=all")
+  stage = build_stage("vqvae", config, train_split)
+  target = jax.eval_shape(lambda: init_state(stage.init_params(),
+                                             stage.optimizer))
+  with checkpoint_manager(stage_dir) as manager:
+    return restore_state(manager, step, target)["params"]["vq"]

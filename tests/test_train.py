@@ -1,0 +1,291 @@
+"""Tests for training: resume, frozen VQ, learning, data parallel, the CLI."""
+
+import json
+import os
+import pathlib
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+import types
+
+import jax
+import numpy as np
+import pytest
+
+from memmlp_jax import skeleton
+from memmlp_jax import train
+from memmlp_jax.data import prepared
+from memmlp_jax.models import configs
+
+REPO = pathlib.Path(__file__).resolve().parents[1]
+DATA = (REPO / os.environ.get("MEMMLP_DATA", "../shared/data")).resolve()
+TINY_FLAGS = REPO / "experiments" / "flags" / "tiny.flags"
+# Real clips for the data-bound tests: two CMU subjects of the free protocol
+# (both have train and test clips), prepared in a few seconds.
+SUBJECTS = ("02.zip", "35.zip")
+TINY = dict(window=16, latent_dim=32, num_blocks=2, head_blocks=1,
+            memory_dim=16, vq_hidden=32, vq_codebook_size=32)
+
+needs_data = pytest.mark.skipif(
+    not (DATA / "cmu_mocap_asfamc").is_dir(),
+    reason=f"no real data at {DATA} (set MEMMLP_DATA)")
+
+
+@pytest.fixture(scope="module")
+def small_free(tmp_path_factory):
+  """(data_dir, prepared_dir) of the free protocol on two CMU subjects."""
+  root = tmp_path_factory.mktemp("free")
+  subjects = root / "data" / "cmu_mocap_asfamc" / "subjects"
+  subjects.mkdir(parents=True)
+  for name in SUBJECTS:
+    (subjects / name).symlink_to(DATA / "cmu_mocap_asfamc" / "subjects" / name)
+  out = str(root / "prepared")
+  prepared.ensure_prepared("free", str(root / "data"), out,
+                           fetch_missing=False, workers=1, log=lambda _: None)
+  return str(root / "data"), out
+
+
+def _synthetic_split(frames=600, seed=0):
+  rng = np.random.default_rng(seed)
+  clips = [types.SimpleNamespace(clip_id=f"c{i}", subject="s", start=i * 100,
+                                 length=100) for i in range(frames // 100)]
+  return types.SimpleNamespace(
+      sparse=rng.normal(size=(frames, 54)).astype(np.float32),
+      rot6d=rng.normal(size=(frames, 132)).astype(np.float32),
+      pos=rng.normal(size=(frames, 66)).astype(np.float32),
+      clips=clips, skeleton=skeleton.SMPL_NEUTRAL)
+
+
+def _config(**kwargs):
+  model = configs.get_config("memmlp41", **TINY)
+  defaults = dict(model=model, steps=4, batch_size=8, vq_steps=4,
+                  vq_batch_size=8, eval_batches=0, log_every=2)
+  return train.RunConfig(**{**defaults, **kwargs})
+
+
+def _leaves_equal(a, b):
+  return all(np.array_equal(x, y) for x, y in
+             zip(jax.tree.leaves(a), jax.tree.leaves(b)))
+
+
+# ------------------------------------------------------------- run config
+
+
+def test_workdir_of_another_config_is_refused(tmp_path):
+  config = _config()
+  train.check_workdir(str(tmp_path), config)  # empty workdir: fine
+  train.save_config(str(tmp_path), config)
+  train.check_workdir(str(tmp_path), train.RunConfig(
+      **{**config.__dict__, "checkpoint_every": 7, "stage": "memmlp"}))
+  other = _config(batch_size=16, model=configs.get_config(
+      "memmlp41", **{**TINY, "num_blocks": 4}))
+  with pytest.raises(train.ConfigMismatchError) as e:
+    train.check_workdir(str(tmp_path), other)
+  message = str(e.value)
+  assert str(tmp_path) in message
+  assert "batch_size: saved 8, now 16" in message
+  assert "model.num_blocks: saved 2, now 4" in message
+  assert train.load_config(str(tmp_path)) == config
+
+
+def test_bad_run_config_values_are_named():
+  with pytest.raises(ValueError, match="steps must be >= 1"):
+    _config(steps=0)
+  with pytest.raises(ValueError, match="decay_at"):
+    _config(decay_at=1.5)
+  with pytest.raises(ValueError, match="unknown augmentation"):
+    _config(augment=("spin",))
+  with pytest.raises(ValueError, match="no VQ code"):
+    _config(stage="vqvae", model=configs.get_config("agrol_mlp41"))
+
+
+def test_learning_rate_schedules():
+  config = _config(steps=1000, decay_at=0.8, vq_steps=100)
+  lr = train.memmlp_schedule(config)
+  assert float(lr(0)) == pytest.approx(3e-4)
+  assert float(lr(799)) == pytest.approx(3e-4)
+  assert float(lr(801)) == pytest.approx(3e-5)
+  vq_lr = train.vqvae_schedule(config)
+  base = config.vq_learning_rate
+  for step, factor in ((19, 1), (21, 0.2), (51, 0.04), (71, 0.008)):
+    assert float(vq_lr(step)) == pytest.approx(base * factor), step
+
+
+# ---------------------------------------------------------------- stage 2
+
+
+def test_vq_encoder_and_codebook_stay_bitwise_frozen():
+  config = _config(weight_decay=0.1, learning_rate=1e-2)
+  split = _synthetic_split()
+  vq = train.build_stage("vqvae", config, split).init_params()["vq"]
+  stage = train.build_stage("memmlp", config, split, vq)
+  state = train.init_state(stage.init_params(), stage.optimizer)
+  before = jax.device_get(state["params"])
+  step = jax.jit(train.make_train_step("memmlp", stage.model, config.model,
+                                       stage.optimizer, 0, split.skeleton))
+  sampler = train.dataset.WindowSampler(split, config.model.window, 8, 0)
+  for i in range(3):
+    state, _ = step(state, sampler.batch(i))
+  after = jax.device_get(state["params"])
+  assert _leaves_equal(after["model"]["vq"], vq)
+  assert not np.array_equal(after["model"]["embed"]["kernel"],
+                            before["model"]["embed"]["kernel"])
+  assert not _leaves_equal(after["loss"], before["loss"])
+
+
+@needs_data
+def test_short_run_on_real_data(small_free, tmp_path):
+  """Stage 1 uses its codebook; stage 2 lowers every loss term."""
+  _, prepared_dir = small_free
+  train_split = prepared.load_split(prepared_dir, "train")
+  config = _config(steps=60, vq_steps=60, batch_size=16, vq_batch_size=16,
+                   learning_rate=2e-3, vq_learning_rate=3e-3,
+                   augment=("yaw", "mirror"), log_every=60)
+  workdir = str(tmp_path / "run")
+  train.train(config, workdir, train_split)
+
+  def logged(stage):
+    with open(os.path.join(workdir, stage, "metrics.csv")) as f:
+      rows = [line.strip().split(",") for line in f][1:]
+    return {name: float(value) for step, name, value in rows}
+
+  vq = logged("vqvae")
+  assert vq["train/vq/perplexity"] > 8  # of 32 codes
+  # Every loss on the same fixed batch, before and after training.
+  cfg = config.model
+  stage = train.build_stage("memmlp", config, train_split)
+  sampler = train.dataset.WindowSampler(train_split, cfg.window, 64, 123)
+  batch = sampler.batch(0)
+  _, trained = train.restore(workdir)
+  params_after = {"model": trained, "loss": {}}
+  params_before = train.init_memmlp_params(cfg, jax.random.PRNGKey(0),
+                                           trained["vq"])
+  losses = {}
+  for name, params in (("before", params_before), ("after", params_after)):
+    params = {**params, "loss": params_before["loss"]}
+    _, metrics = train.memmlp_loss(stage.model, cfg, params, batch,
+                                   jax.random.PRNGKey(0), train=False)
+    losses[name] = {k: float(v) for k, v in metrics.items()
+                    if k.startswith("loss/")}
+  assert set(losses["after"]) == {"loss/rot", "loss/rot_vel", "loss/pos",
+                                  "loss/lower_vel"}
+  for term, value in losses["after"].items():
+    assert value < losses["before"][term], (term, losses)
+
+
+# ---------------------------------------------------------- data parallel
+
+_DATA_PARALLEL = textwrap.dedent("""
+    import jax, numpy as np
+    from tests import test_train as t
+    from memmlp_jax import train
+    assert jax.device_count() == 2, jax.devices()
+    config = t._config(batch_size=8)
+    split = t._synthetic_split()
+    vq = train.build_stage("vqvae", config, split).init_params()["vq"]
+    stage = train.build_stage("memmlp", config, split, vq)
+    sampler = train.dataset.WindowSampler(split, config.model.window, 8, 0,
+                                          train.dataset.Augment(True, True))
+    results = []
+    for devices in (jax.devices()[:1], jax.devices()):
+      mesh = train.make_mesh(devices)
+      step = train.jit_train_step(train.make_train_step(
+          "memmlp", stage.model, config.model, stage.optimizer, 0,
+          split.skeleton), mesh)
+      state = jax.device_put(train.init_state(stage.init_params(),
+                                              stage.optimizer),
+                             jax.sharding.NamedSharding(
+                                 mesh, jax.sharding.PartitionSpec()))
+      for i in range(3):
+        batch = train.shard_batch(mesh, sampler, i)
+        assert len(batch["pos"].sharding.device_set) == len(devices)
+        state, metrics = step(state, batch)
+      results.append(jax.device_get(state["params"]))
+    one, two = results
+    worst = max(float(np.max(np.abs(a - b))) for a, b in
+                zip(jax.tree.leaves(one), jax.tree.leaves(two)))
+    changed = max(float(np.max(np.abs(a - b))) for a, b in
+                  zip(jax.tree.leaves(one),
+                      jax.tree.leaves(stage.init_params())))
+    print("max difference", worst, "max change", changed)
+    assert worst < 1e-5 and changed > 1e-3, (worst, changed)
+""")
+
+
+def test_two_devices_equal_one_device():
+  env = {**os.environ, "XLA_FLAGS": "--xla_force_host_platform_device_count=2",
+         "JAX_PLATFORMS": "cpu"}
+  result = subprocess.run([sys.executable, "-c", _DATA_PARALLEL], cwd=REPO,
+                          env=env, capture_output=True, text=True,
+                          timeout=300)
+  assert result.returncode == 0, result.stdout + result.stderr
+  assert "max difference" in result.stdout
+
+
+# -------------------------------------------------------------------- CLI
+
+
+def _cli(*args, **kwargs):
+  return subprocess.Popen(
+      [sys.executable, "-m", "experiments.train", *args], cwd=REPO,
+      stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, **kwargs)
+
+
+def _cli_run(*args):
+  process = _cli(*args)
+  out, _ = process.communicate(timeout=300)
+  return process.returncode, out
+
+
+def _final_params(workdir):
+  return jax.device_get(train.restore(workdir)[1])
+
+
+@needs_data
+def test_kill_9_then_resume_ends_bitwise_equal(small_free, tmp_path):
+  data_dir, prepared_dir = small_free
+  common = [f"--flagfile={TINY_FLAGS}", f"--data_dir={data_dir}",
+            f"--prepared_dir={prepared_dir}"]
+  code, out = _cli_run(*common, f"--workdir={tmp_path / 'straight'}")
+  assert code == 0, out
+  killed = tmp_path / "killed"
+  process = _cli(*common, f"--workdir={killed}")
+  # Kill once stage 2 has a checkpoint but has not finished.
+  checkpoints = killed / "memmlp" / "checkpoints"
+  deadline = time.time() + 240
+  while time.time() < deadline and process.poll() is None:
+    if checkpoints.is_dir() and any(p.name.isdigit()
+                                    for p in checkpoints.iterdir()):
+      break
+    time.sleep(0.05)
+  assert process.poll() is None, "the run ended before it could be killed"
+  process.send_signal(signal.SIGKILL)
+  process.communicate()
+  assert not (checkpoints / "60").exists()
+  code, out = _cli_run(*common, f"--workdir={killed}")
+  assert code == 0, out
+  assert "resuming from the checkpoint at step" in out
+  assert _leaves_equal(_final_params(killed),
+                       _final_params(tmp_path / "straight"))
+
+
+def test_cli_rejects_bad_input_before_any_work(tmp_path):
+  workdir = tmp_path / "run"
+  code, out = _cli_run(f"--workdir={workdir}", "--steps=0")
+  assert code != 0 and "steps must be >= 1" in out
+  assert "Traceback" not in out
+  missing = tmp_path / "no_such_data"
+  code, out = _cli_run(f"--workdir={workdir}", f"--data_dir={missing}")
+  assert code != 0 and str(missing) in out and "Traceback" not in out
+  code, out = _cli_run(f"--workdir={workdir}", "--protocol=s1",
+                       f"--data_dir={tmp_path}")
+  assert code != 0 and "--body_model" in out and "Traceback" not in out
+  train.save_config(str(workdir), _config())
+  code, out = _cli_run(f"--workdir={workdir}", f"--data_dir={tmp_path}")
+  assert code != 0 and "another configuration" in out
+  assert "Traceback" not in out
+  assert not (workdir / "memmlp").exists()
+  with open(workdir / "config.json") as f:
+    assert json.load(f)["batch_size"] == 8
