@@ -227,8 +227,8 @@ def parse_csv(text: str, conventions: Conventions, path="<csv>"):
   if bad.size:
     i = bad[0] + 1
     raise motion_lib.MotionError(
-        path, f"line {line_numbers[i]}: time {rows[i, 0]!r} is not after the "
-        f"previous sample's {rows[i - 1, 0]!r}; times must increase")
+        path, f"line {line_numbers[i]}: time {rows[i, 0]:g} is not after the "
+        f"previous sample's {rows[i - 1, 0]:g}; times must increase")
   return times, rows[:, 1:], np.asarray(flags, np.float64)
 
 
