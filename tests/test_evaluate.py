@@ -1,26 +1,25 @@
-"""The evaluate CLI on real BVH clips with a tiny trained run; bad input."""
+"""Evaluation on real BVH clips with a tiny trained run; the CLI; bad input."""
 
 import json
 import os
 import shutil
+import subprocess
+import sys
 import zipfile
 
-from absl import app
-from absl import flags
-from absl.testing import flagsaver
 import numpy as np
 from PIL import Image
 import pytest
 
-from experiments import evaluate
+from memmlp_jax import evaluation
 from memmlp_jax import metrics
 from memmlp_jax import train
 from memmlp_jax.data import bvh
 from memmlp_jax.data import prepared
 from memmlp_jax.models import configs
 
-DATA = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(
-    __file__))), os.environ.get("MEMMLP_DATA", "../shared/data"))
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+DATA = os.path.join(REPO, os.environ.get("MEMMLP_DATA", "../shared/data"))
 BVH_ZIP = os.path.join(DATA, "cmu_mocap_bvh", "subjects", "09.zip")
 CLIPS = ("09_01.bvh", "09_02.bvh")  # runs, about 70 frames each at 60 fps
 WINDOW = 8
@@ -39,14 +38,14 @@ def bvh_dir(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def clips(bvh_dir):
-  loaded, skeleton, skipped = evaluate.bvh_clips(bvh_dir, str(bvh.CMU_MAP))
+  loaded, skeleton, skipped = evaluation.bvh_clips(bvh_dir, str(bvh.CMU_MAP))
   assert not skipped and len(loaded) == 2
   return loaded, skeleton
 
 
 @pytest.fixture(scope="module")
 def run(tmp_path_factory, clips):
-  """A tiny Mem-MLP trained for two steps on the clips: a real workdir."""
+  """A tiny Mem-MLP (no VQ code, to skip stage 1) trained for two steps."""
   loaded, skeleton = clips
   lengths = [len(c.sparse) for c in loaded]
   starts = np.concatenate([[0], np.cumsum(lengths)[:-1]])
@@ -59,7 +58,7 @@ def run(tmp_path_factory, clips):
       skeleton=skeleton)
   cfg = configs.get_config("memmlp41", window=WINDOW, latent_dim=16,
                            num_blocks=2, head_blocks=1, memory_dim=8,
-                           vq_hidden=16, vq_codebook_size=8, vq_code_dim=4)
+                           use_vq_code=False)
   config = train.RunConfig(model=cfg, steps=2, batch_size=4, vq_steps=2,
                            vq_batch_size=4, checkpoint_every=1, log_every=1,
                            eval_every=1, eval_batches=0)
@@ -68,17 +67,15 @@ def run(tmp_path_factory, clips):
   return workdir
 
 
-def _main(**flag_values):
-  with flagsaver.flagsaver():
-    flags.FLAGS(["evaluate"] + [f"--{k}={v}" for k, v in flag_values.items()])
-    evaluate.main(["evaluate"])
+def _cli(*args):
+  return subprocess.run([sys.executable, "-m", "experiments.evaluate", *args],
+                        cwd=REPO, capture_output=True, text=True, check=False)
 
 
-def test_cli_writes_results_table_and_heatmap(run, bvh_dir, tmp_path,
-                                              capsys):
-  out = tmp_path / "results.json"
-  _main(workdir=run, out=out, bvh_dir=bvh_dir, bvh_map=bvh.CMU_MAP)
-  results = json.loads(out.read_text())
+def test_results_table_and_heatmap(run, clips, tmp_path):
+  loaded, skeleton = clips
+  cfg, params = train.restore(run)
+  results, rows = evaluation.evaluate(cfg, params, loaded, skeleton)
   for key in metrics.COLUMNS + ("gt_jitter", "sequences", "frames", "model",
                                 "params", "gflops", "nan_frames", "timing"):
     assert key in results, key
@@ -87,69 +84,86 @@ def test_cli_writes_results_table_and_heatmap(run, bvh_dir, tmp_path,
   assert results["gflops"] > 0 and not results["ik"]
   for key in metrics.COLUMNS:
     assert np.isfinite(results[key]) and results[key] > 0
-  assert len(results["per_sequence"][0]["per_joint"]) == 22
-  table = (tmp_path / "results.md").read_text()
+  assert rows[0]["per_joint"].shape == (22,)
+  table = evaluation.write_outputs(str(tmp_path / "r.json"), results, rows,
+                                   "tiny")
   assert table.startswith("| Method | MPJRE | MPJPE | MPJVE | Hand PE |")
-  assert Image.open(tmp_path / "results.png").size[0] > 100
-  printed = capsys.readouterr().out
-  assert "| memmlp41 |" in printed and "timing: 2 sequences" in printed
+  saved = json.loads((tmp_path / "r.json").read_text())
+  assert len(saved["per_sequence"][1]["per_joint"]) == 22
+  assert (tmp_path / "r.md").read_text() == table
+  assert Image.open(tmp_path / "r.png").size[0] > 100
+  assert evaluation.timing_line(results).startswith("timing: 2 sequences")
 
-  ik_out = tmp_path / "ik.json"
-  _main(workdir=run, out=ik_out, bvh_dir=bvh_dir, bvh_map=bvh.CMU_MAP,
-        ik=True)
-  refined = json.loads(ik_out.read_text())
+  refined, _ = evaluation.evaluate(cfg, params, loaded, skeleton, use_ik=True)
   assert refined["ik"] and "IK" in refined["mode"]
   assert refined["mpjpe"] != results["mpjpe"]
 
 
-def test_workdir_without_checkpoint_is_a_usage_error(run, bvh_dir, tmp_path):
-  with pytest.raises(app.UsageError, match="no run config"):
-    _main(workdir=tmp_path, out=tmp_path / "r.json", bvh_dir=bvh_dir,
-          bvh_map=bvh.CMU_MAP)
+def test_cli_prints_table_and_timing(run, bvh_dir, tmp_path):
+  out = tmp_path / "results.json"
+  result = _cli(f"--workdir={run}", f"--out={out}", f"--bvh_dir={bvh_dir}",
+                f"--bvh_map={bvh.CMU_MAP}")
+  assert result.returncode == 0, result.stderr[-2000:]
+  assert "| memmlp41 |" in result.stdout
+  assert "timing: 2 sequences" in result.stdout
+  assert json.loads(out.read_text())["source"] == bvh_dir
+  assert (tmp_path / "results.png").exists()
+
+
+def test_cli_bad_input_gets_a_clear_message(run, bvh_dir, tmp_path):
   untrained = tmp_path / "untrained"
   untrained.mkdir()
   shutil.copy(os.path.join(run, train.CONFIG_FILE), untrained)
-  with pytest.raises(app.UsageError, match="no trained model checkpoint"):
-    _main(workdir=untrained, out=tmp_path / "r.json", bvh_dir=bvh_dir,
-          bvh_map=bvh.CMU_MAP)
+  data = json.loads(bvh.CMU_MAP.read_text())
+  del data["joints"]["head"]
+  no_head = tmp_path / "no_head.json"
+  no_head.write_text(json.dumps(data))
+  cases = [
+      ((f"--workdir={untrained}", f"--bvh_map={bvh.CMU_MAP}"),
+       "no trained model checkpoint"),
+      ((f"--workdir={run}", f"--bvh_map={no_head}"), "no_head.json"),
+      ((f"--workdir={run}", f"--bvh_map={bvh.CMU_MAP}", "--offline"),
+       "offline"),
+  ]
+  for args, message in cases:
+    result = _cli(*args, f"--out={tmp_path / 'r.json'}",
+                  f"--bvh_dir={bvh_dir}")
+    assert result.returncode != 0
+    assert message in result.stderr and "Traceback" not in result.stderr
 
 
-def test_bvh_map_missing_a_joint_is_named(run, bvh_dir, tmp_path):
+def test_bvh_map_missing_a_joint_is_named(bvh_dir, tmp_path):
   data = json.loads(bvh.CMU_MAP.read_text())
   del data["joints"]["head"]
   bad_map = tmp_path / "no_head.json"
   bad_map.write_text(json.dumps(data))
-  with pytest.raises(app.UsageError, match="no_head.json.*head"):
-    _main(workdir=run, out=tmp_path / "r.json", bvh_dir=bvh_dir,
-          bvh_map=bad_map)
+  with pytest.raises(ValueError, match="no_head.json.*head"):
+    evaluation.bvh_clips(bvh_dir, str(bad_map))
 
 
-def test_flag_combinations_are_checked(run, bvh_dir, tmp_path):
-  with pytest.raises(app.UsageError, match="either --protocol"):
-    _main(workdir=run, out=tmp_path / "r.json")
-  with pytest.raises(app.UsageError, match="--bvh_map"):
-    _main(workdir=run, out=tmp_path / "r.json", bvh_dir=bvh_dir)
-  with pytest.raises(app.UsageError, match="offline"):
-    _main(workdir=run, out=tmp_path / "r.json", bvh_dir=bvh_dir,
-          bvh_map=bvh.CMU_MAP, offline=True)
+def test_modes_that_do_not_fit_the_model(run):
+  cfg, _ = train.restore(run)
+  with pytest.raises(ValueError, match="offline protocol"):
+    evaluation.check_mode(cfg, use_ik=False, offline=True)
+  agrol = configs.get_config("agrol_mlp41")
+  with pytest.raises(ValueError, match="no position branch"):
+    evaluation.check_mode(agrol, use_ik=True, offline=False)
 
 
 def test_short_and_lost_sequences(run, clips):
   loaded, skeleton = clips
   cfg, params = train.restore(run)
-  short = evaluate.Clip("short", *(x[:5] for x in (
+  short = evaluation.Clip("short", *(x[:5] for x in (
       loaded[0].sparse, loaded[0].rot6d, loaded[0].pos)))  # < window
-  tiny = evaluate.Clip("tiny", *(x[:3] for x in (
+  tiny = evaluation.Clip("tiny", *(x[:3] for x in (
       loaded[0].sparse, loaded[0].rot6d, loaded[0].pos)))
-  lost = evaluate.Clip("lost", loaded[1].sparse.copy(), loaded[1].rot6d,
-                       loaded[1].pos)
+  lost = evaluation.Clip("lost", loaded[1].sparse.copy(), loaded[1].rot6d,
+                         loaded[1].pos)
   lost.sparse[10:13, 45:54] = np.nan  # the right hand's tracker drops out
-  kept, skipped = evaluate.scorable([short, tiny, lost])
+  kept, skipped = evaluation.scorable([short, tiny, lost])
   assert [c.name for c in kept] == ["short", "lost"]
   assert skipped[0]["clip"] == "tiny" and "at least 4" in skipped[0]["reason"]
-  summary, rows, _ = evaluate.evaluate(
-      cfg, {"params": params}, kept, skeleton, use_ik=False, offline=False,
-      tflite=None, lanes=2)
+  results, rows = evaluation.evaluate(cfg, params, kept, skeleton, lanes=2)
   assert [r["nan_frames"] for r in rows] == [0, 3]
-  assert summary["nan_frames"] == 3
-  assert all(np.isfinite(summary[k]) for k in metrics.COLUMNS)
+  assert results["nan_frames"] == 3
+  assert all(np.isfinite(results[k]) for k in metrics.COLUMNS)

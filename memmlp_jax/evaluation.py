@@ -1,0 +1,230 @@
+"""Evaluation: a model's predictions over test sequences, scored and written.
+
+The pipeline behind ``experiments/evaluate.py`` and ``experiments/ablate.py``:
+prepared clips -> online rollout (or AGRoL's offline windows, or an
+exported TFLite step) -> optional IK -> AGRoL's metrics per sequence ->
+results.json, a Markdown table and a per-joint error heatmap.
+"""
+
+import dataclasses
+import json
+import os
+import time
+
+import jax
+import matplotlib
+import numpy as np
+
+from memmlp_jax import export
+from memmlp_jax import ik
+from memmlp_jax import metrics
+from memmlp_jax import rollout
+from memmlp_jax.data import bvh
+from memmlp_jax.data import motion as motion_lib
+from memmlp_jax.data import prepared
+from memmlp_jax.models import configs
+
+matplotlib.use("Agg")
+from matplotlib import pyplot as plt  # pylint: disable=g-import-not-at-top,wrong-import-position
+
+HEAD_COLUMNS = slice(3 * 15, 3 * 16)  # the head joint in a (N, 66) target
+
+
+@dataclasses.dataclass
+class Clip:
+  """One test sequence: inputs and ground truth at 60 fps."""
+  name: str
+  sparse: np.ndarray  # (N, 54)
+  rot6d: np.ndarray  # (N, 132)
+  pos: np.ndarray  # (N, 66)
+
+
+def split_clips(split):
+  """(clips, skeleton) of a prepared split."""
+  clips = []
+  for span in split.clips:
+    rows = slice(span.start, span.start + span.length)
+    clips.append(Clip(span.clip_id, np.asarray(split.sparse[rows]),
+                      np.asarray(split.rot6d[rows]),
+                      np.asarray(split.pos[rows])))
+  return clips, split.skeleton
+
+
+def protocol_clips(protocol: str, data_dir: str, prepared_dir: str, **opts):
+  """(clips, skeleton) of a protocol's test split, prepared once."""
+  folder = prepared.ensure_prepared(protocol, data_dir, prepared_dir, **opts)
+  return split_clips(prepared.load_split(folder, "test"))
+
+
+def bvh_clips(bvh_dir: str, map_path: str):
+  """(clips, skeleton, skipped) of every .bvh file in a folder."""
+  joint_map = bvh.load_joint_map(map_path)
+  names = sorted(n for n in os.listdir(bvh_dir) if n.lower().endswith(".bvh"))
+  if not names:
+    raise ValueError(f"{bvh_dir}: no .bvh files")
+  clips, skipped, skeleton = [], [], None
+  for name in names:
+    path = os.path.join(bvh_dir, name)
+    stem = os.path.splitext(name)[0]
+    try:
+      motion = bvh.load_bvh(path, joint_map, clip_id=f"bvh/{stem}",
+                            subject="bvh", source="bvh")
+      features = motion_lib.features(motion)
+    except (ValueError, OSError) as e:  # MotionError is a ValueError
+      skipped.append({"clip": name, "reason": str(e)})
+      continue
+    skeleton = motion.skeleton
+    clips.append(Clip(f"bvh/{stem}", features["sparse"], features["rot6d"],
+                      features["pos"]))
+  return clips, skeleton, skipped
+
+
+def scorable(clips):
+  """(clips long enough for every metric, [{"clip", "reason"}] of the rest)."""
+  keep = [c for c in clips if len(c.sparse) >= metrics.MIN_FRAMES]
+  skipped = [{"clip": c.name, "reason": f"{len(c.sparse)} frames; the "
+              f"metrics need at least {metrics.MIN_FRAMES}"}
+             for c in clips if len(c.sparse) < metrics.MIN_FRAMES]
+  return keep, skipped
+
+
+def predict(cfg, variables, clips, *, offline: bool, tflite: str | None,
+            lanes: int):
+  """One pose dict per clip (rollout_sequences' format)."""
+  sequences = [c.sparse for c in clips]
+  if tflite:
+    streamer = export.TFLiteStreamer(tflite)
+    return [export.predict_sequence(tflite, s, streamer=streamer)
+            for s in sequences]
+  model = configs.build(cfg)
+  if offline:
+    return rollout.offline_sequences(model, variables, cfg, sequences)
+  return rollout.rollout_sequences(model, variables, cfg, sequences, lanes)
+
+
+def gflops(cfg, variables) -> float:
+  """XLA's cost analysis of one compiled streaming step, in GFLOPs."""
+  state, step = export.streaming_step(cfg, variables)
+  return export.step_flops(step, state) / 1e9
+
+
+def heatmap(per_joint, names, path: str, title: str):
+  """Per-sequence x per-joint position error (cm) as a PNG."""
+  errors = np.asarray(per_joint)
+  height = max(3.0, 0.18 * len(names) + 1.5)
+  fig, ax = plt.subplots(figsize=(10, height))
+  image = ax.imshow(errors, aspect="auto", cmap="magma")
+  ax.set_xticks(range(errors.shape[1]))
+  ax.set_xticklabels(range(errors.shape[1]), fontsize=7)
+  ax.set_xlabel("joint")
+  ax.set_yticks(range(len(names)))
+  ax.set_yticklabels(names, fontsize=6)
+  ax.set_title(title, fontsize=9)
+  fig.colorbar(image, ax=ax, label="mean position error (cm)")
+  fig.tight_layout()
+  fig.savefig(path, dpi=110)
+  plt.close(fig)
+
+
+def check_mode(cfg, *, use_ik: bool, offline: bool):
+  """Raises ValueError when the model cannot be evaluated this way."""
+  if offline and (cfg.uses_memory or cfg.output_frames != cfg.window):
+    raise ValueError(
+        f"{cfg.name} has a memory carry or predicts only the last frame; "
+        "AGRoL's offline protocol fits whole-window models without memory")
+  if use_ik and not cfg.predicts_positions:
+    raise ValueError(f"{cfg.name} has no position branch for IK to follow")
+
+
+def evaluate(cfg, params, clips, skeleton, *, use_ik: bool = False,
+             offline: bool = False, tflite: str | None = None,
+             lanes: int = 16):
+  """Predicts and scores every clip.
+
+  Args:
+    cfg, params: the model (``train.restore``).
+    clips: ``Clip``s with at least ``metrics.MIN_FRAMES`` frames.
+    skeleton: the body the targets were computed on.
+    use_ik: refine rotations towards the position branch (``ik.refine``).
+    offline: AGRoL's non-overlapping windows instead of the online rollout.
+    tflite: stream through this exported model instead of JAX.
+    lanes: sequences the rollout runs in parallel.
+
+  Returns:
+    (results, rows): the averaged metrics with sequences, frames, model,
+    params, gflops, nan_frames, ik, offline, mode and timing; and one row
+    per clip with its metrics, ``per_joint`` errors and ``nan_frames``.
+  """
+  check_mode(cfg, use_ik=use_ik, offline=offline)
+  variables = {"params": params}
+  timing = {}
+  start = time.perf_counter()
+  poses = predict(cfg, variables, clips, offline=offline, tflite=tflite,
+                  lanes=lanes)
+  timing["predict_s"] = time.perf_counter() - start
+  if use_ik:
+    start = time.perf_counter()
+    for clip, pose in zip(clips, poses):
+      pose["rot6d"] = ik.refine(pose["rot6d"], pose["pos"],
+                                clip.sparse[:, rollout.HEAD_POSITION],
+                                skeleton)
+    timing["ik_s"] = time.perf_counter() - start
+  start = time.perf_counter()
+  rows = []
+  for clip, pose in zip(clips, poses):
+    # Placed by the ground truth's head, which is the tracked head except
+    # where tracking was lost (the model then saw the held input).
+    scores = metrics.sequence_metrics(pose["rot6d"], clip.rot6d, clip.pos,
+                                      clip.pos[:, HEAD_COLUMNS], skeleton)
+    scores["nan_frames"] = int(np.sum(pose["lost"]))
+    rows.append({"clip": clip.name, "frames": len(clip.sparse), **scores})
+  timing["metrics_s"] = time.perf_counter() - start
+  results = {
+      **metrics.average(rows), "sequences": len(clips),
+      "frames": int(sum(len(c.sparse) for c in clips)), "model": cfg.name,
+      "params": int(sum(np.size(x) for x in jax.tree.leaves(params))),
+      "gflops": gflops(cfg, variables),
+      "nan_frames": int(sum(r["nan_frames"] for r in rows)),
+      "ik": use_ik, "offline": offline,
+      "mode": mode_label(offline, use_ik, tflite), "timing": timing}
+  return results, rows
+
+
+def timing_line(results) -> str:
+  """One line: sequences, frames and where the time went."""
+  timing = results["timing"]
+  parts = [f"{k[:-2]} {v:.1f} s" for k, v in timing.items()
+           if k.endswith("_s") and k != "total_s"]
+  total = timing.get("total_s", sum(
+      v for k, v in timing.items() if k.endswith("_s")))
+  return (f"timing: {results['sequences']} sequences, {results['frames']} "
+          f"frames in {total:.1f} s ({', '.join(parts)}); "
+          f"{results['frames'] / timing['predict_s']:.0f} frames/s predicted")
+
+
+def mode_label(offline: bool, use_ik: bool, tflite: str | None) -> str:
+  mode = ("offline (AGRoL non-overlapping windows, sees future frames)"
+          if offline else "online (causal rollout)")
+  if tflite:
+    mode += ", TFLite"
+  return mode + (", IK" if use_ik else "")
+
+
+def write_outputs(path: str, results: dict, rows, title: str) -> str:
+  """results.json, the Markdown table and the heatmap; returns the table."""
+  base = os.path.splitext(path)[0]
+  os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+  table = metrics.markdown_table({title: results})
+  table += (f"\n\nGT jitter {results['gt_jitter']:.2f}; "
+            f"{results['sequences']} sequences, {results['frames']} frames; "
+            f"{results['mode']}.\n")
+  with open(base + ".md", "w", encoding="utf-8") as f:
+    f.write(table)
+  heatmap([r["per_joint"] for r in rows], [r["clip"] for r in rows],
+          base + ".png", f"{title}: {results['mode']}")
+  serialisable = {**results, "per_sequence": [
+      {k: (v.tolist() if isinstance(v, np.ndarray) else v)
+       for k, v in r.items()} for r in rows]}
+  with open(path, "w", encoding="utf-8") as f:
+    json.dump(serialisable, f, indent=1)
+  return table
