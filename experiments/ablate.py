@@ -120,7 +120,9 @@ def finished(results_path: str, config: train.RunConfig) -> dict | None:
     return None
   with open(results_path, encoding="utf-8") as f:
     results = json.load(f)
-  return results if results.get("run_config") == config.to_json() else None
+  # Compared as JSON, where tuples come back as lists.
+  expected = json.loads(json.dumps(config.to_json()))
+  return results if results.get("run_config") == expected else None
 
 
 def run_variant(variant: Variant, config: train.RunConfig, workdir: str,
@@ -196,10 +198,10 @@ def main(argv):
       label = variant.label + ("+ik" if use_ik else "")
       done = finished(os.path.join(workdir, results_name(use_ik)), config)
       if done is not None:
-        logging.info("%s: finished earlier, skipping", label)
+        print(f"{label}: finished earlier, skipping")
         results[label] = done
         continue
-      logging.info("%s: training and evaluating", label)
+      print(f"{label}: training and evaluating")
       try:
         results[label] = run_variant(variant, config, workdir, train_split,
                                      clips, skeleton, use_ik)

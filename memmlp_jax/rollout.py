@@ -250,14 +250,16 @@ def rollout_sequences(model, variables, cfg, sequences, lanes: int = 16):
   Args:
     model, variables, cfg: the model, its variables and its config.
     sequences: list of (N_i, 54) arrays.
-    lanes: number of sequences processed in parallel.
+    lanes: at most this many sequences are processed in parallel.
 
   Returns:
     list of dicts {"rot6d": (N_i, 132), "pos": (N_i, 66) or None,
     "lost": (N_i,) bool} as NumPy arrays.
   """
   lengths = [len(s) for s in sequences]
-  lanes = max(1, min(lanes, len(sequences)))
+  # More lanes than total / longest only pad: the longest sequence alone
+  # sets the scan's length.
+  lanes = max(1, min(lanes, -(-sum(lengths) // max(lengths))))
   packing = pack_lanes(lengths, lanes)
   total = bucket_length(max(sum(lengths[i] for i, _ in lane)
                             for lane in packing))
