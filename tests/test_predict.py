@@ -29,6 +29,7 @@ CMU = os.path.join(DATA, "cmu_mocap_asfamc", "subjects", "02.zip")
 CMU_BVH = os.path.join(DATA, "cmu_mocap_bvh", "subjects", "09.zip")
 
 
+_WRIST_OFFSET = ",".join(str(v) for v in test_tracking.RIGHT_WRIST_OFFSET)
 AMC_FRAMES = 122  # the first second of the walk: 61 frames at 60 fps
 
 
@@ -87,11 +88,18 @@ def _identity_map(tmp_path, units_to_m=1.0):
   return path
 
 
-def _unity_recording(clip, path, lost_left=()):
-  """The clip's head and wrists as a ~90 Hz Unity recording."""
+def _unity_recording(clip, path, lost_left=(), keep_frame_times=False):
+  """The clip's head and wrists as a 90 Hz Unity recording.
+
+  With ``keep_frame_times`` the samples are the clip's 60 fps frames plus
+  one midpoint every other frame (still 90 Hz), so resampling is exact.
+  """
   rotations, positions = test_tracking._tracked(clip)
   frame_times = np.arange(clip.num_frames) / clip.fps
   times = np.linspace(0.0, frame_times[-1], int(frame_times[-1] * 90) + 1)
+  if keep_frame_times:
+    times = np.sort(np.concatenate(
+        [frame_times, frame_times[:-1:2] + 0.5 / clip.fps]))
   flags_ = np.ones((len(times), 2), int)
   flags_[list(lost_left), 0] = 0
   path.write_text(test_tracking._unity_csv(
@@ -107,8 +115,7 @@ def test_recording_to_bvh_npz_and_gif(run, cmu, tmp_path, capsys):
   height = 1.70
   _main(workdir=run, input=recording, output=tmp_path / "walk.bvh",
         npz=tmp_path / "walk.npz", gif=tmp_path / "walk.gif", height=height,
-        wrist_offset=",".join(str(v) for v in
-                              test_tracking.RIGHT_WRIST_OFFSET))
+        wrist_offset=_WRIST_OFFSET)
   timing = capsys.readouterr().out.strip().splitlines()[-1]
   assert "60 frames" in timing and "predict" in timing, timing
   out = np.load(tmp_path / "walk.npz")
@@ -153,6 +160,13 @@ def test_mocap_input_is_scored_and_drawn_next_to_its_ground_truth(
                         str(tmp_path / "one.gif"))
   assert (Image.open(tmp_path / "amc.gif").size[0] ==
           2 * Image.open(tmp_path / "one.gif").size[0])
+  # The same clip as a Unity recording gives the same prediction.
+  recording = _unity_recording(clip, tmp_path / "walk.csv",
+                               keep_frame_times=True)
+  _main(workdir=run, input=recording, output=tmp_path / "rec.bvh",
+        npz=tmp_path / "rec.npz", wrist_offset=_WRIST_OFFSET)
+  np.testing.assert_allclose(np.load(tmp_path / "rec.npz")["positions"],
+                             out["positions"], atol=1e-4)
   # What the BVH holds, read back and retargeted to the same body, is the
   # prediction (channels in centimetres and XYZ order).
   motion = bvh.load_bvh(
