@@ -18,6 +18,7 @@ from memmlp_jax import skeleton
 from memmlp_jax import train
 from memmlp_jax.data import prepared
 from memmlp_jax.models import configs
+from memmlp_jax.models import vqvae
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 DATA = (REPO / os.environ.get("MEMMLP_DATA", "../shared/data")).resolve()
@@ -141,32 +142,33 @@ def test_short_run_on_real_data(small_free, tmp_path):
   _, prepared_dir = small_free
   train_split = prepared.load_split(prepared_dir, "train")
   config = _config(steps=60, vq_steps=60, batch_size=16, vq_batch_size=16,
-                   learning_rate=2e-3, vq_learning_rate=3e-3,
-                   augment=("yaw", "mirror"), log_every=60)
+                   learning_rate=2e-3, augment=("yaw", "mirror"),
+                   log_every=60)
   workdir = str(tmp_path / "run")
   train.train(config, workdir, train_split)
-
-  def logged(stage):
-    with open(os.path.join(workdir, stage, "metrics.csv")) as f:
-      rows = [line.strip().split(",") for line in f][1:]
-    return {name: float(value) for step, name, value in rows}
-
-  vq = logged("vqvae")
-  assert vq["train/vq/perplexity"] > 8  # of 32 codes
+  sampler = train.dataset.WindowSampler(train_split, config.model.window, 64,
+                                        123)
+  batch = sampler.batch(0)
+  current, _ = train.dataset.split_window(batch)
+  vq = train.trained_vq(config, workdir, train_split)
+  codes = vqvae.VQEncoder(config.model).apply(
+      {"params": vq}, current["sparse"],
+      np.concatenate([current["rot6d"], current["pos"]], -1))
+  perplexity = float(vqvae.codebook_usage(codes["one_hot"])["perplexity"])
+  assert perplexity > 8, perplexity  # of 32 codes, over 1024 frames
   # Every loss on the same fixed batch, before and after training.
   cfg = config.model
   stage = train.build_stage("memmlp", config, train_split)
-  sampler = train.dataset.WindowSampler(train_split, cfg.window, 64, 123)
-  batch = sampler.batch(0)
   _, trained = train.restore(workdir)
   params_after = {"model": trained, "loss": {}}
   params_before = train.init_memmlp_params(cfg, jax.random.PRNGKey(0),
                                            trained["vq"])
+  evaluate = jax.jit(lambda params: train.memmlp_loss(
+      stage.model, cfg, {**params, "loss": params_before["loss"]}, batch,
+      jax.random.PRNGKey(0), train=False)[1])
   losses = {}
   for name, params in (("before", params_before), ("after", params_after)):
-    params = {**params, "loss": params_before["loss"]}
-    _, metrics = train.memmlp_loss(stage.model, cfg, params, batch,
-                                   jax.random.PRNGKey(0), train=False)
+    metrics = evaluate(params)
     losses[name] = {k: float(v) for k, v in metrics.items()
                     if k.startswith("loss/")}
   assert set(losses["after"]) == {"loss/rot", "loss/rot_vel", "loss/pos",
@@ -210,7 +212,7 @@ _DATA_PARALLEL = textwrap.dedent("""
                   zip(jax.tree.leaves(one),
                       jax.tree.leaves(stage.init_params())))
     print("max difference", worst, "max change", changed)
-    assert worst < 1e-5 and changed > 1e-3, (worst, changed)
+    assert worst < 1e-5 and changed > 1e-4, (worst, changed)
 """)
 
 
@@ -227,14 +229,26 @@ def test_two_devices_equal_one_device():
 # -------------------------------------------------------------------- CLI
 
 
-def _cli(*args, **kwargs):
+@pytest.fixture(scope="module")
+def compile_cache(tmp_path_factory):
+  """Environment sharing one persistent XLA cache across CLI runs.
+
+  The runs compile the same programs; caching them keeps the test short.
+  """
+  return {**os.environ,
+          "JAX_COMPILATION_CACHE_DIR": str(tmp_path_factory.mktemp("xla")),
+          "JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS": "0",
+          "JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES": "0"}
+
+
+def _cli(*args, env=None):
   return subprocess.Popen(
-      [sys.executable, "-m", "experiments.train", *args], cwd=REPO,
-      stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, **kwargs)
+      [sys.executable, "-m", "experiments.train", *args], cwd=REPO, env=env,
+      stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
 
 
-def _cli_run(*args):
-  process = _cli(*args)
+def _cli_run(*args, env=None):
+  process = _cli(*args, env=env)
   out, _ = process.communicate(timeout=300)
   return process.returncode, out
 
@@ -244,14 +258,16 @@ def _final_params(workdir):
 
 
 @needs_data
-def test_kill_9_then_resume_ends_bitwise_equal(small_free, tmp_path):
+def test_kill_9_then_resume_ends_bitwise_equal(small_free, tmp_path,
+                                               compile_cache):
   data_dir, prepared_dir = small_free
   common = [f"--flagfile={TINY_FLAGS}", f"--data_dir={data_dir}",
-            f"--prepared_dir={prepared_dir}"]
-  code, out = _cli_run(*common, f"--workdir={tmp_path / 'straight'}")
+            f"--prepared_dir={prepared_dir}", "--eval_batches=0"]
+  code, out = _cli_run(*common, f"--workdir={tmp_path / 'straight'}",
+                       env=compile_cache)
   assert code == 0, out
   killed = tmp_path / "killed"
-  process = _cli(*common, f"--workdir={killed}")
+  process = _cli(*common, f"--workdir={killed}", env=compile_cache)
   # Kill once stage 2 has a checkpoint but has not finished.
   checkpoints = killed / "memmlp" / "checkpoints"
   deadline = time.time() + 240
@@ -264,7 +280,7 @@ def test_kill_9_then_resume_ends_bitwise_equal(small_free, tmp_path):
   process.send_signal(signal.SIGKILL)
   process.communicate()
   assert not (checkpoints / "60").exists()
-  code, out = _cli_run(*common, f"--workdir={killed}")
+  code, out = _cli_run(*common, f"--workdir={killed}", env=compile_cache)
   assert code == 0, out
   assert "resuming from the checkpoint at step" in out
   assert _leaves_equal(_final_params(killed),
