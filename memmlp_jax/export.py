@@ -1,6 +1,7 @@
 """The streaming step as a TFLite model, and a LiteRT runner for it (DESIGN 5).
 
-One TFLite signature, ``serving_default``, is exactly ``rollout.step`` for one sequence:
+One TFLite signature (``serving_default``) is exactly ``rollout.step`` for one
+sequence:
 
   inputs   frame (1, 54) and the carried state, one tensor per state leaf;
   outputs  the pose (rot6d (1, 132), pos (1, 66) when the model has a position
@@ -26,6 +27,11 @@ only -> LiteRT interpreter, one thread, XNNPACK (the default delegate).
   state = runner.init_state()
   state, pose = runner.step(state, frame)           # frame (54,) or (1, 54)
   poses = export.predict_sequence("model.tflite", sparse)   # (N, 54) in
+
+Why the step is not cut to the last frame: the pose is the window's last
+frame, but a memory model's next state carries the whole predicted window
+(rollout.State.prev_motion), so every row of every block is needed; see
+docs/export_notes.md for what an exact cut would save where it applies.
 """
 
 import dataclasses
