@@ -1,5 +1,6 @@
 """The predict CLI: recordings and mocap in, BVH / npz / GIF out; bad input."""
 
+import dataclasses
 import json
 import os
 import zipfile
@@ -167,6 +168,18 @@ def test_mocap_input_is_scored_and_drawn_next_to_its_ground_truth(
         npz=tmp_path / "rec.npz", wrist_offset=_WRIST_OFFSET)
   np.testing.assert_allclose(np.load(tmp_path / "rec.npz")["positions"],
                              out["positions"], atol=1e-4)
+  # A user 10% taller, with --height: the same motion, 10% larger.
+  scale = 1.1
+  taller = dataclasses.replace(
+      clip, root_translation=clip.root_translation * scale,
+      skeleton=clip.skeleton.scaled(scale))
+  recording = _unity_recording(taller, tmp_path / "tall.csv",
+                               keep_frame_times=True)
+  _main(workdir=run, input=recording, output=tmp_path / "tall.bvh",
+        npz=tmp_path / "tall.npz", wrist_offset=_WRIST_OFFSET,
+        height=scale * skeleton_lib.SMPL_NEUTRAL.height())
+  np.testing.assert_allclose(np.load(tmp_path / "tall.npz")["positions"],
+                             scale * out["positions"], atol=2e-4)
   # What the BVH holds, read back and retargeted to the same body, is the
   # prediction (channels in centimetres and XYZ order).
   motion = bvh.load_bvh(
