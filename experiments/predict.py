@@ -168,16 +168,17 @@ def predicted_motion(rot6d: np.ndarray, head_positions: np.ndarray,
                            "prediction", skeleton)
 
 
-def predict(workdir: str, rotations, positions, scale: float):
+def predict(workdir: str, rotations, positions, body, scale: float):
   """Runs the model over the sparse signals; returns (rot6d (N-1,132), lost).
 
-  Positions are divided by ``scale`` so the model sees a canonical-size body.
+  Positions are divided by ``scale`` so the model sees a body of the size
+  it was trained on (``body`` unscaled).
   """
   cfg, params = train.restore(workdir)
   model, variables = configs.build(cfg), {"params": params}
   sparse = motion_lib.sparse_from_tracking(rotations, positions / scale)
-  _, poses = rollout.rollout(model, variables, rollout.init_state(cfg, 1),
-                             sparse[None])
+  state = rollout.init_state(cfg, 1, skeleton=body.scaled(1.0 / scale))
+  _, poses = rollout.rollout(model, variables, state, sparse[None])
   return np.asarray(poses["rot6d"][0]), np.asarray(poses["lost"][0])
 
 
@@ -238,7 +239,7 @@ def main(argv):
     sys.exit(f"error: {e}")
   loaded = time.perf_counter()
   try:
-    rot6d, lost = predict(FLAGS.workdir, rotations, positions, scale)
+    rot6d, lost = predict(FLAGS.workdir, rotations, positions, body, scale)
   except FileNotFoundError as e:
     sys.exit(f"error: --workdir {FLAGS.workdir}: {e}")
   predicted = time.perf_counter()

@@ -22,6 +22,7 @@ from memmlp_jax.data import motion as motion_lib
 from memmlp_jax.data import prepared
 from memmlp_jax.data import tracking
 from memmlp_jax.models import configs
+import synthetic_amass
 import test_tracking  # the Unity recording writer of the tracking tests
 
 DATA = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(
@@ -199,6 +200,21 @@ def test_bvh_input_with_a_joint_map(run, tmp_path, capsys):
         output=tmp_path / "run.bvh")
   assert "against the ground truth" in capsys.readouterr().out
   assert (tmp_path / "run.bvh").exists()
+
+
+def test_amass_input_keeps_the_body_model(run, tmp_path, capsys):
+  model = synthetic_amass.write_body_model(tmp_path / "smplh" / "model.npz")
+  clip = synthetic_amass.write_clip(tmp_path / "walk_poses.npz",
+                                    num_frames=40)
+  _main(workdir=run, input=clip, body_model=model,
+        output=tmp_path / "amass.bvh", npz=tmp_path / "amass.npz")
+  assert "against the ground truth" in capsys.readouterr().out
+  out = np.load(tmp_path / "amass.npz")
+  assert out["positions"].shape == (19, 22, 3)  # 20 frames at 60 fps
+  rest = synthetic_amass.rest_joints()[:22]
+  offsets = rest - np.concatenate([[np.zeros(3)], rest[
+      list(skeleton_lib.PARENTS[1:])]])
+  np.testing.assert_allclose(out["offsets"][1:], offsets[1:], atol=1e-6)
 
 
 def test_bad_input_is_named(run, cmu, tmp_path):
