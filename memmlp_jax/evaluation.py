@@ -88,8 +88,8 @@ def scorable(clips):
   return keep, skipped
 
 
-def predict(cfg, variables, clips, *, offline: bool, tflite: str | None,
-            lanes: int):
+def predict(cfg, variables, clips, skeleton, *, offline: bool,
+            tflite: str | None, lanes: int):
   """One pose dict per clip (rollout_sequences' format)."""
   sequences = [c.sparse for c in clips]
   if tflite:
@@ -99,7 +99,8 @@ def predict(cfg, variables, clips, *, offline: bool, tflite: str | None,
   model = configs.build(cfg)
   if offline:
     return rollout.offline_sequences(model, variables, cfg, sequences)
-  return rollout.rollout_sequences(model, variables, cfg, sequences, lanes)
+  return rollout.rollout_sequences(model, variables, cfg, sequences, lanes,
+                                   skeleton)
 
 
 def gflops(cfg, variables) -> float:
@@ -159,8 +160,8 @@ def evaluate(cfg, params, clips, skeleton, *, use_ik: bool = False,
   variables = {"params": params}
   timing = {}
   start = time.perf_counter()
-  poses = predict(cfg, variables, clips, offline=offline, tflite=tflite,
-                  lanes=lanes)
+  poses = predict(cfg, variables, clips, skeleton, offline=offline,
+                  tflite=tflite, lanes=lanes)
   timing["predict_s"] = time.perf_counter() - start
   if use_ik:
     start = time.perf_counter()

@@ -55,8 +55,9 @@ HEAD_POSITION = slice(36, 39)  # the head's world position in a sparse frame
 _IDENTITY_6D = (1.0, 0.0, 0.0, 0.0, 1.0, 0.0)
 # Layout of a sparse frame (DESIGN 1): rotations 6D (18), rotation velocity
 # 6D (18), positions (9), position deltas (9), for head, left and right wrist.
-_HELD_VELOCITY = np.concatenate([
-    np.zeros(18), np.tile(_IDENTITY_6D, 3), np.zeros(9), np.zeros(9)])
+# Identity rotations and rotation velocities, zero positions and deltas: the
+# values of a tracker held still at the origin.
+_STILL = np.concatenate([np.tile(_IDENTITY_6D, 6), np.zeros(18)])
 _VELOCITY_SLOTS = np.concatenate([
     np.zeros(18), np.ones(18), np.zeros(9), np.ones(9)]).astype(bool)
 
@@ -91,7 +92,7 @@ def init_state(cfg, batch: int, skeleton=skeleton_lib.SMPL_NEUTRAL) -> State:
             jnp.zeros((batch, window, ROT_DIM + POS_DIM)))
   if not cfg.uses_memory:
     memory = (None, None)
-  held = jnp.tile(jnp.asarray(_HELD_VELOCITY, jnp.float32), (batch, 1))
+  held = jnp.tile(jnp.asarray(_STILL, jnp.float32), (batch, 1))
   offsets = None
   if cfg.uses_memory and not cfg.predicts_positions:
     offsets = jnp.asarray(skeleton.offsets, jnp.float32)
@@ -103,7 +104,7 @@ def init_state(cfg, batch: int, skeleton=skeleton_lib.SMPL_NEUTRAL) -> State:
 def _hold(held):
   """The last valid input held still: same pose, no motion."""
   velocity = jnp.asarray(_VELOCITY_SLOTS)
-  return jnp.where(velocity, jnp.asarray(_HELD_VELOCITY, held.dtype), held)
+  return jnp.where(velocity, jnp.asarray(_STILL, held.dtype), held)
 
 
 def _predict(model, variables, state: State, window):
@@ -175,7 +176,7 @@ def _select(flag, new, old):
 @functools.partial(jax.jit, static_argnames=("model",))
 def _scan(model, variables, state, sparse, mask, reset):
   fresh = jax.tree.map(jnp.zeros_like, state)._replace(
-      held=jnp.broadcast_to(jnp.asarray(_HELD_VELOCITY, jnp.float32),
+      held=jnp.broadcast_to(jnp.asarray(_STILL, jnp.float32),
                             state.held.shape),
       offsets=state.offsets)
 
@@ -214,15 +215,16 @@ def rollout(model, variables, state: State, sparse, mask=None, reset=None):
   return _scan(model, variables, state, sparse, mask, reset)
 
 
-def bucket_length(length: int, minimum: int = 64) -> int:
-  """Rounds up to one of four sizes per octave (at most 19% padding)."""
+def bucket_length(length: int, minimum: int = 64, steps: int = 16) -> int:
+  """Rounds up to one of ``steps`` sizes per octave (at most 1/steps padding).
+
+  Lengths repeat across calls, so each bucket compiles once.
+  """
   if length <= minimum:
     return minimum
   octave = 2 ** int(np.floor(np.log2(length)))
-  for fraction in (1.0, 1.25, 1.5, 1.75, 2.0):
-    if length <= octave * fraction:
-      return int(octave * fraction)
-  raise AssertionError("unreachable")
+  quantum = octave // steps
+  return -(-length // quantum) * quantum
 
 
 def pack_lanes(lengths: Sequence[int], lanes: int):
@@ -239,30 +241,48 @@ def pack_lanes(lengths: Sequence[int], lanes: int):
   return packing
 
 
-def rollout_sequences(model, variables, cfg, sequences, lanes: int = 16):
+def plan_lanes(lengths: Sequence[int], max_lanes: int):
+  """(packing, padded length) that runs the fewest padded frames.
+
+  The longest sequence alone sets the scan's length, so more lanes than
+  total / longest only add padding. Among lane counts up to ``max_lanes``
+  this picks the one with the least (lanes + 1) x padded length: padded
+  frames, plus each step's fixed cost counted as one more lane (ties: more
+  lanes, which batch better).
+  """
+  best = None
+  for lanes in range(1, max(1, min(max_lanes, len(lengths))) + 1):
+    packing = pack_lanes(lengths, lanes)
+    padded = bucket_length(max(sum(lengths[i] for i, _ in lane)
+                               for lane in packing))
+    cost = (lanes + 1) * padded
+    if best is None or cost <= best[0]:
+      best = (cost, packing, padded)
+  return best[1], best[2]
+
+
+def rollout_sequences(model, variables, cfg, sequences, lanes: int = 16,
+                      skeleton=skeleton_lib.SMPL_NEUTRAL):
   """Runs many sequences of any length; returns one pose dict per sequence.
 
-  The sequences are packed end to end into ``lanes`` parallel lanes (state
-  reset at each sequence start), padded to a bucketed length: the total
-  work is close to the total number of frames and shapes repeat across
-  calls, so the scan compiles once per bucket.
+  The sequences are packed end to end into at most ``lanes`` parallel lanes
+  (state reset at each sequence start), padded to a bucketed length: the
+  total work is close to the total number of frames and shapes repeat
+  across calls, so the scan compiles once per bucket.
 
   Args:
     model, variables, cfg: the model, its variables and its config.
     sequences: list of (N_i, 54) arrays.
     lanes: at most this many sequences are processed in parallel.
+    skeleton: the body of the model's targets (see ``init_state``).
 
   Returns:
     list of dicts {"rot6d": (N_i, 132), "pos": (N_i, 66) or None,
     "lost": (N_i,) bool} as NumPy arrays.
   """
   lengths = [len(s) for s in sequences]
-  # More lanes than total / longest only pad: the longest sequence alone
-  # sets the scan's length.
-  lanes = max(1, min(lanes, -(-sum(lengths) // max(lengths))))
-  packing = pack_lanes(lengths, lanes)
-  total = bucket_length(max(sum(lengths[i] for i, _ in lane)
-                            for lane in packing))
+  packing, total = plan_lanes(lengths, lanes)
+  lanes = len(packing)
   sparse = np.zeros((lanes, total, SPARSE_DIM), np.float32)
   mask = np.zeros((lanes, total), bool)
   reset = np.zeros((lanes, total), bool)
@@ -272,8 +292,8 @@ def rollout_sequences(model, variables, cfg, sequences, lanes: int = 16):
       sparse[lane, start:end] = sequences[index]
       mask[lane, start:end] = True
       reset[lane, start] = True
-  _, poses = rollout(model, variables, init_state(cfg, lanes), sparse, mask,
-                     reset)
+  _, poses = rollout(model, variables, init_state(cfg, lanes, skeleton),
+                     sparse, mask, reset)
   poses = jax.tree.map(np.asarray, poses)
   results = [None] * len(sequences)
   for lane, entries in enumerate(packing):

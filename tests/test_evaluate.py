@@ -122,8 +122,6 @@ def test_cli_bad_input_gets_a_clear_message(run, bvh_dir, tmp_path):
       ((f"--workdir={untrained}", f"--bvh_map={bvh.CMU_MAP}"),
        "no trained model checkpoint"),
       ((f"--workdir={run}", f"--bvh_map={no_head}"), "no_head.json"),
-      ((f"--workdir={run}", f"--bvh_map={bvh.CMU_MAP}", "--offline"),
-       "offline"),
   ]
   for args, message in cases:
     result = _cli(*args, f"--out={tmp_path / 'r.json'}",
