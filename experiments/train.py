@@ -42,7 +42,8 @@ _LISTS_DIR = flags.DEFINE_string(
     "lists_dir", os.path.join("..", "shared", "protocols", "amass_s1"),
     "Protocol s1: folder of the <Subset>_train/test.txt lists.")
 _PREPARED_DIR = flags.DEFINE_string(
-    "prepared_dir", None, "Prepared dataset cache (default prepared/<protocol>).")
+    "prepared_dir", None,
+    "Prepared dataset cache (default prepared/<protocol>).")
 _WORKERS = flags.DEFINE_integer("workers", 2, "Processes preparing data.")
 _MODEL = flags.DEFINE_enum("model", "memmlp41", configs.NAMES, "Model.")
 _OVERRIDES = flags.DEFINE_multi_string(

@@ -85,7 +85,8 @@ class RunConfig:
     if not 0.0 < self.decay_at <= 1.0:
       raise ValueError(f"decay_at must be in (0, 1], got {self.decay_at}")
     if self.stage not in ("all",) + STAGES:
-      raise ValueError(f"stage must be all, vqvae or memmlp, got {self.stage!r}")
+      raise ValueError(
+          f"stage must be all, vqvae or memmlp, got {self.stage!r}")
     if self.stage == "vqvae" and not self.model.uses_vq:
       raise ValueError(f"model {self.model.name!r} has no VQ code, so it has "
                        "no vqvae stage")
@@ -278,7 +279,8 @@ def restart_dead_codes(state, out, key):
   frames = out["one_hot"].reshape(-1, size)
   usage = CODE_USAGE_DECAY * usage + (1 - CODE_USAGE_DECAY) * frames.mean(0)
   dead = usage < DEAD_CODE_USAGE / size
-  latents = jax.lax.stop_gradient(out["latent"]).reshape(-1, out["latent"].shape[-1])
+  latent = jax.lax.stop_gradient(out["latent"])
+  latents = latent.reshape(-1, latent.shape[-1])
   picks = jax.random.randint(key, (size,), 0, latents.shape[0])
   vq = state["params"]["vq"]
   codebook = jnp.where(dead[:, None], latents[picks], vq["codebook"])
@@ -547,16 +549,19 @@ def run_stage(stage: Stage, config: RunConfig, workdir: str, train_split,
                       config.seed, train_split.skeleton), mesh)
   evaluate = _evaluator(stage, config, test_split, mesh)
   report = periodic_actions.ReportProgress(
-      num_train_steps=stage.steps, writer=writer, every_steps=config.log_every)
+      num_train_steps=stage.steps, writer=writer, every_steps=config.log_every,
+      every_secs=None, on_steps=[stage.steps])
   logging.info("%s: %d steps at batch %d on %d device(s), from step %d",
                stage.kind, stage.steps, stage.batch_size, mesh.size, start)
   for step in range(start, stage.steps):
     with jax.profiler.StepTraceAnnotation("train", step_num=step):
       state, metrics = train_step(state, shard_batch(mesh, sampler, step))
     done = step + 1
-    report(done)
     if done % config.log_every == 0 or done == stage.steps:
+      # Steps are dispatched asynchronously: read the metrics (waiting for
+      # the step) before timing, so steps/s and the ETA are real.
       metrics = jax.device_get(metrics)
+      report(done)
       writer.write_scalars(done, {f"train/{k}": v for k, v in metrics.items()})
       logging.info("%s step %d/%d: %s", stage.kind, done, stage.steps,
                    _format(metrics))
