@@ -21,6 +21,7 @@ from absl import logging
 import jax
 
 from memmlp_jax import train
+from memmlp_jax.data import dataset
 from memmlp_jax.data import prepared
 from memmlp_jax.data import protocols
 from memmlp_jax.models import configs
@@ -170,9 +171,11 @@ def main(argv):
     train_split = prepared.load_split(prepared_dir, "train")
     test_split = prepared.load_split(prepared_dir, "test")
     train.train(config, _WORKDIR.value, train_split, test_split)
+  except dataset.WindowError as e:
+    raise SystemExit(f"error: {prepared_dir}: {e} (is --data_dir "
+                     f"{_DATA_DIR.value} the right folder?)") from None
   except (protocols.ProtocolError, prepared.PreparedError,
           FileNotFoundError) as e:
-    logging.error("%s", e)
     raise SystemExit(f"error: {e}") from None
 
 

@@ -42,6 +42,10 @@ _JOINT_MIRROR = np.array(skeleton.MIRROR)
 _ROT6D_MIRROR_SIGN = np.array([1, -1, -1, -1, 1, 1], np.float32)
 
 
+class WindowError(ValueError):
+  """A split cannot give the windows asked for."""
+
+
 @dataclasses.dataclass(frozen=True)
 class Augment:
   """Which augmentations a batch gets (each window draws its own)."""
@@ -81,7 +85,7 @@ def plan_batch(clip_starts, clip_lengths, span: int, batch_size: int,
   counts, cumulative = valid_starts(clip_starts, clip_lengths, span)
   total = int(cumulative[-1]) if len(cumulative) else 0
   if total == 0:
-    raise ValueError(f"no clip has the {span} frames a window needs "
+    raise WindowError(f"no clip has the {span} frames a window needs "
                      f"(longest: {max(clip_lengths, default=0)})")
   rng = np.random.default_rng([seed, step])
   flat = rng.integers(total, size=batch_size)
