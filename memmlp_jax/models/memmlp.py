@@ -27,9 +27,9 @@ Memory fusion ("concatenated to the hidden state and projected back to D"):
     the hidden part of the projection fixed to the identity;
   project: h = Linear_{D+F->D}(concat(h, f)) (a full learned projection, +1.05 M
     parameters for 4 memory blocks at D=512).
-The memory inputs (and the VQ code, computed once and shared) pass through
-jax.lax.stop_gradient only at the VQ encoder: its parameters get zero
-gradient; use `trainable_mask` so the optimizer (weight decay) skips them too.
+The VQ code is computed once per call, shared by all memory blocks, and wrapped
+in jax.lax.stop_gradient, so the VQ parameters get zero gradient; use
+`trainable_mask` so the optimizer (weight decay) skips them too.
 
 Parameter tree: embed, block_1..block_N, memory_<i>, fuse_<i>, rot_head,
 pos_head, vq (frozen encoder + codebook, only when cfg.uses_vq).

@@ -31,15 +31,11 @@ from memmlp_jax.models import configs
 Array = jax.Array
 
 
-def feature_dim(cfg: configs.ModelConfig) -> int:
-  """Width of the memory feature concatenated to the hidden state."""
-  if cfg.memory_kind == "block" and cfg.memory_combine == "concat":
-    return 2 * cfg.memory_dim
-  return cfg.memory_dim
-
-
 class MemoryBlock(nn.Module):
-  """The paper's memory block; returns the memory feature (T, B, feature_dim)."""
+  """The paper's memory block; returns the memory feature (T, B, F).
+
+  F = 2 * memory_dim for memory_combine="concat", memory_dim for "add".
+  """
   cfg: configs.ModelConfig
 
   @nn.compact
