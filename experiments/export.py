@@ -97,6 +97,9 @@ def main(argv):
   # The converter logs every SavedModel it writes on the way.
   std_logging.getLogger("tensorflow").setLevel(std_logging.ERROR)
   logging.set_verbosity(logging.WARNING)
+  out_dir = os.path.dirname(os.path.abspath(_OUT.value))
+  if not os.path.isdir(out_dir):
+    _fail(f"--out: folder {out_dir} does not exist", 2)
   try:
     cfg, params = train.restore(_WORKDIR.value)
   except FileNotFoundError as e:
@@ -113,8 +116,8 @@ def main(argv):
   if _PARITY_CLIPS.value > 0:
     try:
       passed = parity_report(cfg, variables, _OUT.value, _QUANTIZE.value)
-    except prepared.PreparedError as e:
-      _fail(f"parity check: {e}")
+    except (prepared.PreparedError, OSError, ValueError) as e:
+      _fail(f"parity check: {e} (--parity_clips=0 skips it)")
     if not passed:
       _fail(f"fp32 parity above the tolerance {_TOLERANCE.value:g}")
 
