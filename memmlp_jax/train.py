@@ -557,11 +557,13 @@ def run_stage(stage: Stage, config: RunConfig, workdir: str, train_split,
     with jax.profiler.StepTraceAnnotation("train", step_num=step):
       state, metrics = train_step(state, shard_batch(mesh, sampler, step))
     done = step + 1
-    if done % config.log_every == 0 or done == stage.steps:
+    log_now = done % config.log_every == 0 or done == stage.steps
+    if log_now:
       # Steps are dispatched asynchronously: read the metrics (waiting for
-      # the step) before timing, so steps/s and the ETA are real.
+      # the step) before `report` times it, so steps/s and the ETA are real.
       metrics = jax.device_get(metrics)
-      report(done)
+    report(done)  # clu wants every step; it only acts on the logged ones
+    if log_now:
       writer.write_scalars(done, {f"train/{k}": v for k, v in metrics.items()})
       logging.info("%s step %d/%d: %s", stage.kind, done, stage.steps,
                    _format(metrics))
