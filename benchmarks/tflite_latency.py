@@ -28,7 +28,6 @@ import time
 from absl import app
 from absl import flags
 from absl import logging
-import jax
 import numpy as np
 
 from memmlp_jax import export

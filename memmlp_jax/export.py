@@ -261,7 +261,7 @@ def make_sidecar(cfg: configs.ModelConfig, params, state, tflite: bytes,
 
 def export_model(cfg: configs.ModelConfig, variables, *,
                  quantize: str = "none") -> tuple[bytes, dict]:
-  """(tflite bytes, sidecar) of the streaming step of ``cfg`` with ``variables``."""
+  """(tflite bytes, sidecar) of ``cfg``'s streaming step with ``variables``."""
   state, step = streaming_step(cfg, variables)
   pose_names = jax.eval_shape(
       step, state, jnp.zeros((1, configs.SPARSE_DIM)))[1].keys()
@@ -348,7 +348,8 @@ class TFLiteStreamer:
 
   def init_state(self) -> dict[str, np.ndarray]:
     """The state before the first frame."""
-    return {s["name"]: _materialize(s, s["init"]) for s in self.sidecar["state"]}
+    return {s["name"]: _materialize(s, s["init"])
+            for s in self.sidecar["state"]}
 
   def step(self, state: Mapping[str, np.ndarray], frame
            ) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:

@@ -1,8 +1,8 @@
 """TFLite export of the streaming step: parity with JAX, sidecar, bad input.
 
 One tiny Mem-MLP (memory block, VQ code, both heads) with random weights is
-saved as a training workdir and exported once through the experiments.export CLI;
-the tests stream real CMU frames through it and through rollout.step.
+saved as a training workdir and exported once through the experiments.export
+CLI; the tests stream real CMU frames through it and through rollout.step.
 """
 
 import json
