@@ -141,9 +141,9 @@ def test_short_run_on_real_data(small_free, tmp_path):
   """Stage 1 uses its codebook; stage 2 lowers every loss term."""
   _, prepared_dir = small_free
   train_split = prepared.load_split(prepared_dir, "train")
-  config = _config(steps=60, vq_steps=60, batch_size=16, vq_batch_size=16,
+  config = _config(steps=40, vq_steps=60, batch_size=16, vq_batch_size=16,
                    learning_rate=2e-3, augment=("yaw", "mirror"),
-                   log_every=60)
+                   log_every=20)
   workdir = str(tmp_path / "run")
   train.train(config, workdir, train_split)
   sampler = train.dataset.WindowSampler(train_split, config.model.window, 64,
@@ -184,10 +184,11 @@ _DATA_PARALLEL = textwrap.dedent("""
     from tests import test_train as t
     from memmlp_jax import train
     assert jax.device_count() == 2, jax.devices()
-    config = t._config(batch_size=8)
+    # The memory block without the VQ code: no stage-1 model to build.
+    config = t._config(batch_size=8, model=t.configs.get_config(
+        "memmlp41", **t.TINY, use_vq_code=False))
     split = t._synthetic_split()
-    vq = train.build_stage("vqvae", config, split).init_params()["vq"]
-    stage = train.build_stage("memmlp", config, split, vq)
+    stage = train.build_stage("memmlp", config, split)
     sampler = train.dataset.WindowSampler(split, config.model.window, 8, 0,
                                           train.dataset.Augment(True, True))
     results = []
