@@ -4,7 +4,6 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
-import optax
 import pytest
 
 from memmlp_jax.models import baselines
@@ -226,9 +225,11 @@ def test_memory_block_alpha_blends_motion_and_code():
   cfg, block, variables, (s, m, c) = _memory_block()
   given = jax.jit(lambda s, m, c, alpha: block.apply(
       variables, s, m, c, alpha=alpha, train=True))
+  mean = jax.jit(lambda s, m, c: block.apply(variables, s, m, c, alpha=None,
+                                             train=False))
   run = lambda s, m, c, alpha, train: (
       given(s, m, c, jnp.float32(alpha)) if alpha is not None
-      else block.apply(variables, s, m, c, alpha=None, train=train))
+      else mean(s, m, c))
   assert run(s, m, c, alpha=0.5, train=False).shape == (6, 2,
                                                         2 * cfg.memory_dim)
   other_m, other_c = _random(5, m.shape), _random(6, c.shape)
@@ -259,7 +260,8 @@ def test_memory_block_alpha_blends_motion_and_code():
   assert np.all((alpha > -1e-3) & (alpha < 1 + 1e-3))
   assert 0.2 < alpha.std() < 0.4 and 0.3 < alpha.mean() < 0.7  # U(0, 1)
   with pytest.raises(Exception, match="alpha"):
-    run(s, m, c, alpha=None, train=True)  # No "alpha" RNG given.
+    jax.eval_shape(lambda: block.apply(variables, s, m, c, alpha=None,
+                                       train=True))  # No "alpha" RNG given.
 
 
 def test_memory_block_combinations():
@@ -327,35 +329,27 @@ def test_model_without_memory_ignores_previous_window():
   np.testing.assert_array_equal(out["rot6d"], out2["rot6d"])
 
 
-def test_vq_part_gets_no_gradient_and_stays_bitwise_frozen():
+def test_vq_part_gets_no_gradient_and_is_masked_from_the_optimizer():
   cfg = configs.get_config("memmlp41", **SMALL)
   model = configs.build(cfg)
   params = _init(cfg)["params"]
   inputs = _small_inputs(cfg)
 
-  def loss(p):
+  @jax.jit
+  @jax.grad
+  def grads(p):
     out = model.apply({"params": p}, **inputs, train=True,
                       rngs={"alpha": jax.random.PRNGKey(1)})
     return jnp.mean(out["rot6d"] ** 2) + jnp.mean(out["pos"] ** 2)
 
+  g = grads(params)
+  assert all(np.all(x == 0) for x in jax.tree.leaves(g["vq"]))
+  assert any(np.any(x != 0) for x in jax.tree.leaves(g["block_1"]))
+  assert any(np.any(x != 0) for x in jax.tree.leaves(g["memory_2"]["code"]))
   mask = memmlp.trainable_mask(params)
+  assert jax.tree.structure(mask) == jax.tree.structure(params)
   assert not any(jax.tree.leaves(mask["vq"]))
-  assert all(jax.tree.leaves(mask["block_1"]))
-  tx = optax.multi_transform(
-      {True: optax.adamw(1e-2, weight_decay=0.1), False: optax.set_to_zero()},
-      mask)
-
-  @jax.jit
-  def step(params):
-    grads = jax.grad(loss)(params)
-    updates, _ = tx.update(grads, tx.init(params), params)
-    return grads, optax.apply_updates(params, updates)
-
-  grads, new = step(params)
-  assert all(np.all(g == 0) for g in jax.tree.leaves(grads["vq"]))
-  assert any(np.any(g != 0) for g in jax.tree.leaves(grads["block_1"]))
-  for a, b in zip(jax.tree.leaves(new["vq"]), jax.tree.leaves(params["vq"])):
-    np.testing.assert_array_equal(a, b)
+  assert all(all(jax.tree.leaves(v)) for k, v in mask.items() if k != "vq")
 
 
 # ------------------------------------------------------------------ VQ-VAE
