@@ -15,8 +15,8 @@ import functools
 import pathlib
 import re
 import zipfile
-from typing import (Callable, Dict, Iterable, Iterator, NamedTuple, Optional,
-                    Tuple)
+from typing import (Callable, Dict, Iterable, Iterator, List, NamedTuple,
+                    Optional, Tuple)
 
 import numpy as np
 
@@ -425,6 +425,15 @@ def _pick_asf(amc_stem: str, asf_stems) -> Optional[str]:
   return max(matches, key=len) if matches else None
 
 
+def zip_members(zip_path: pathlib.Path) -> List[str]:
+  """The member names of a zip, MotionError if it cannot be read."""
+  try:
+    with zipfile.ZipFile(zip_path) as archive:
+      return archive.namelist()
+  except (OSError, zipfile.BadZipFile) as e:
+    raise motion_lib.MotionError(zip_path, f"cannot read zip: {e}") from e
+
+
 def zip_reader(zip_path: pathlib.Path, member: str) -> Callable[[], str]:
   """A function reading one zip member as text, MotionError if it cannot."""
   def read() -> str:
@@ -471,11 +480,7 @@ def iter_clips(folder, *, source: Optional[str] = None,
   if not folder.is_dir():
     raise motion_lib.MotionError(folder, "no such folder")
   for zip_path in sorted(folder.rglob("*.zip")):
-    try:
-      with zipfile.ZipFile(zip_path) as archive:
-        members = archive.namelist()
-    except (OSError, zipfile.BadZipFile) as e:
-      raise motion_lib.MotionError(zip_path, f"cannot read zip: {e}") from e
+    members = zip_members(zip_path)
     asfs = {pathlib.PurePath(m).stem: m for m in members
             if m.lower().endswith(".asf")}
     for member in sorted(m for m in members if m.lower().endswith(".amc")):

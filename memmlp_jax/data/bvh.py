@@ -18,7 +18,6 @@ import dataclasses
 import json
 import math
 import pathlib
-import zipfile
 from typing import Callable, Dict, Iterable, Iterator, Optional, Tuple
 
 import numpy as np
@@ -368,11 +367,7 @@ def iter_clips(folder, joint_map: JointMap, *, source: str,
   if not folder.is_dir():
     raise motion_lib.MotionError(folder, "no such folder")
   for zip_path in sorted(folder.rglob("*.zip")):
-    try:
-      with zipfile.ZipFile(zip_path) as archive:
-        members = archive.namelist()
-    except (OSError, zipfile.BadZipFile) as e:
-      raise motion_lib.MotionError(zip_path, f"cannot read zip: {e}") from e
+    members = asfamc.zip_members(zip_path)
     for member in sorted(m for m in members if m.lower().endswith(".bvh")):
       yield _clip(f"{source}/{pathlib.PurePath(member).stem}",
                   f"{source}/{zip_path.stem}", f"{zip_path}:{member}",
