@@ -16,7 +16,6 @@ configuration is skipped; an interrupted one resumes from its latest
 checkpoint (memmlp_jax.train).
 """
 
-import ast
 import dataclasses
 import json
 import os
@@ -76,17 +75,9 @@ def parse_variant(spec: str) -> Variant:
   if len(parts) < 2 or not parts[0] or not parts[1]:
     raise app.UsageError(f"--variant {spec!r}: expected "
                          "label:model[:field=value...]")
-  overrides = {}
-  for item in parts[2:]:
-    key, sep, text = item.partition("=")
-    if not sep or not key:
-      raise app.UsageError(f"--variant {spec!r}: {item!r} is not field=value")
-    try:
-      overrides[key] = ast.literal_eval(text)
-    except (ValueError, SyntaxError):
-      overrides[key] = text
   try:
-    return Variant(parts[0], configs.get_config(parts[1], **overrides))
+    return Variant(parts[0], configs.get_config(
+        parts[1], **configs.parse_overrides(parts[2:])))
   except (ValueError, TypeError) as e:
     raise app.UsageError(f"--variant {spec!r}: {e}") from None
 

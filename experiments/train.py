@@ -11,7 +11,6 @@ command on every host with --coordinator_address, --num_processes and
 --process_id (jax.distributed.initialize). See docs/training.md.
 """
 
-import ast
 import logging as std_logging
 import os
 
@@ -94,16 +93,10 @@ _AMASS_PROTOCOLS = ("s1", "s2", "s3")
 
 
 def _parse_overrides(items):
-  overrides = {}
-  for item in items:
-    key, sep, text = item.partition("=")
-    if not sep or not key:
-      raise app.UsageError(f"--model_override {item!r}: expected key=value")
-    try:
-      overrides[key] = ast.literal_eval(text)
-    except (ValueError, SyntaxError):
-      overrides[key] = text
-  return overrides
+  try:
+    return configs.parse_overrides(items)
+  except ValueError as e:
+    raise app.UsageError(f"--model_override: {e}") from None
 
 
 def _run_config() -> train.RunConfig:

@@ -18,6 +18,7 @@ parameters counting the frozen VQ encoder and codebook; see
 benchmarks/README.md for the arithmetic.
 """
 
+import ast
 import dataclasses
 from typing import Any
 
@@ -144,6 +145,24 @@ _NAMED = {
                         multi_head=False, loss_weighting="fixed"),
 }
 NAMES = tuple(_NAMED)
+
+
+def parse_overrides(items) -> dict[str, Any]:
+  """["num_blocks=10", "memory_kind=gru"] -> {"num_blocks": 10, ...}.
+
+  Values are Python literals where they parse as one, else strings; a
+  malformed item raises ValueError.
+  """
+  overrides = {}
+  for item in items:
+    key, sep, text = item.partition("=")
+    if not sep or not key:
+      raise ValueError(f"{item!r} is not field=value")
+    try:
+      overrides[key] = ast.literal_eval(text)
+    except (ValueError, SyntaxError):
+      overrides[key] = text
+  return overrides
 
 
 def get_config(name: str, **overrides: Any) -> ModelConfig:
