@@ -88,7 +88,7 @@ def _fixed_axes_matrix(angles, order: str, degrees: bool):
                                   order[::-1], degrees=degrees)
 
 
-def _read(text_or_path, name: Optional[str]) -> Tuple[str, str]:
+def read_text(text_or_path, name: Optional[str]) -> Tuple[str, str]:
   """(text, name for messages) from text (has a newline) or a path."""
   text_or_path = str(text_or_path)
   if "\n" in text_or_path:
@@ -148,7 +148,7 @@ def _parse_bone(lines, path, degrees: bool) -> Bone:
 
 def parse_asf(text_or_path, name: Optional[str] = None) -> Asf:
   """Parses an ASF skeleton; raises MotionError naming the file."""
-  return _parse_asf(*_read(text_or_path, name))
+  return _parse_asf(*read_text(text_or_path, name))
 
 
 # A subject's clips share one ASF: parse it (and plan its retargeting) once.
@@ -333,7 +333,7 @@ def load_source(asf: Asf, amc_text_or_path, *, name: Optional[str] = None,
   joints = (tuple(range(len(asf.names))) if keep is None else
             retarget.needed_joints(asf.skeleton, keep))
   bones = [asf.bones[j - 1] for j in joints if j > 0]
-  text, path = _read(amc_text_or_path, name)
+  text, path = read_text(amc_text_or_path, name)
   values, degrees = _amc_values(text, asf, path, stride,
                                 {ROOT} | {b.name for b in bones})
   if ROOT not in values:
@@ -448,7 +448,7 @@ def zip_reader(zip_path: pathlib.Path, member: str) -> Callable[[], str]:
 
 def _file_reader(path: pathlib.Path):
   def read() -> str:
-    return _read(path, None)[0]
+    return read_text(path, None)[0]
   return read
 
 

@@ -107,18 +107,6 @@ def frame_rate(frame_time: float) -> float:
   return float(whole) if whole and abs(fps - whole) < 1e-4 * fps else fps
 
 
-def _read(path_or_text, name: Optional[str]) -> Tuple[str, str]:
-  text = str(path_or_text)
-  if "\n" in text:
-    return text.replace("\r", ""), name or "<text>"
-  path = pathlib.Path(text)
-  try:
-    data = path.read_bytes()
-  except OSError as e:
-    raise motion_lib.MotionError(path, f"cannot read: {e.strerror}") from e
-  return data.decode("latin-1").replace("\r", ""), name or str(path)
-
-
 def _parse_hierarchy(tokens, path):
   """(names, parents, offsets, channels) from the HIERARCHY tokens."""
   names, parents, offsets, channels = [], [], [], []
@@ -199,7 +187,7 @@ def parse_bvh(path_or_text, name: Optional[str] = None,
   Raises MotionError naming the file: malformed hierarchy, missing or invalid
   frame time, frame count not matching the data (truncated), NaN/inf values.
   """
-  text, path = _read(path_or_text, name)
+  text, path = asfamc.read_text(path_or_text, name)
   head, marker, motion = text.partition("MOTION")
   if not marker or "HIERARCHY" not in head:
     raise motion_lib.MotionError(path, "no HIERARCHY/MOTION (not a BVH file?)")
@@ -374,8 +362,8 @@ def iter_clips(folder, joint_map: JointMap, *, source: str,
                   asfamc.zip_reader(zip_path, member), joint_map, repair)
   for bvh_path in sorted(folder.rglob("*.bvh")):
     yield _clip(f"{source}/{bvh_path.stem}", f"{source}/{bvh_path.parent.name}",
-                str(bvh_path), lambda p=bvh_path: _read(p, None)[0], joint_map,
-                repair)
+                str(bvh_path), lambda p=bvh_path: asfamc.read_text(p, None)[0],
+                joint_map, repair)
 
 
 def _clip(clip_id, subject, name, read, joint_map,
