@@ -45,6 +45,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from memmlp_jax import cached_step
 from memmlp_jax import rollout
 from memmlp_jax.models import configs
 
@@ -69,11 +70,24 @@ class SidecarMismatchError(ValueError):
 # --------------------------------------------------------------- the step
 
 
-def streaming_step(cfg: configs.ModelConfig, variables) -> tuple[Any, StepFn]:
-  """(initial state for one sequence, step(state, frame (1, 54)))."""
+def streaming_step(cfg: configs.ModelConfig, variables, *,
+                   cached: bool = True) -> tuple[Any, StepFn]:
+  """(initial state for one sequence, step(state, frame (1, 54))).
+
+  ``cached``: Mem-MLP with the paper's memory block uses
+  ``cached_step.step`` (same poses, less work per frame); other models, or
+  ``cached=False``, use ``rollout.step`` itself.
+  """
+  if cached and cached_step.supports(cfg):
+    def step(state, frame):
+      state, pose = cached_step.step(cfg, variables, state, frame)
+      return state, {k: v for k, v in pose.items() if v is not None}
+
+    return cached_step.init_state(cfg, batch=1), step
+
   model = configs.build(cfg)
 
-  def step(state, frame):
+  def step(state, frame):  # pylint: disable=function-redefined
     state, pose = rollout.step(model, variables, state, frame)
     return state, {k: v for k, v in pose.items() if v is not None}
 
@@ -260,9 +274,10 @@ def make_sidecar(cfg: configs.ModelConfig, params, state, tflite: bytes,
 
 
 def export_model(cfg: configs.ModelConfig, variables, *,
-                 quantize: str = "none") -> tuple[bytes, dict]:
+                 quantize: str = "none",
+                 cached: bool = True) -> tuple[bytes, dict]:
   """(tflite bytes, sidecar) of ``cfg``'s streaming step with ``variables``."""
-  state, step = streaming_step(cfg, variables)
+  state, step = streaming_step(cfg, variables, cached=cached)
   pose_names = jax.eval_shape(
       step, state, jnp.zeros((1, configs.SPARSE_DIM)))[1].keys()
   tflite = convert_step(step, state, quantize=quantize)

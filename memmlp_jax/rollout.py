@@ -107,6 +107,23 @@ def _hold(held):
   return jnp.where(velocity, jnp.asarray(_STILL, held.dtype), held)
 
 
+def clean_frame(frame, held):
+  """(frame with non-finite values replaced by ``held`` held still, lost)."""
+  frame = jnp.asarray(frame, jnp.float32)
+  finite = jnp.isfinite(frame)
+  return (jnp.where(finite, frame, _hold(held)),
+          ~jnp.all(finite, axis=-1))
+
+
+def push(window, row, started):
+  """``window`` (B, T, ...) with ``row`` (B, ...) appended as its newest row;
+  where not ``started`` (B,), ``row`` fills every row."""
+  started = started.reshape(started.shape + (1,) * (window.ndim - 1))
+  rolled = jnp.concatenate([window[:, 1:], row[:, None]], axis=1)
+  return jnp.where(started, rolled,
+                   jnp.broadcast_to(row[:, None], window.shape))
+
+
 def _predict(model, variables, state: State, window):
   if state.prev_sparse is None:
     return model.apply(variables, window, None, None, alpha=None, train=False)
@@ -114,7 +131,7 @@ def _predict(model, variables, state: State, window):
                      alpha=model.cfg.memory_alpha, train=False)
 
 
-def _window_positions(rot6d, window, offsets):
+def window_positions(rot6d, window, offsets):
   """(B, T, 66) head-placed FK positions of a predicted window."""
   rotations = geometry.rot6d_to_matrix(
       rot6d.reshape(rot6d.shape[:-1] + (-1, 6)))
@@ -139,23 +156,18 @@ def step(model, variables, state: State, frame):
     (state, pose) with pose = {"rot6d": (B, 132), "pos": (B, 66) or None for
     models without a position branch, "lost": (B,) bool}.
   """
-  frame = jnp.asarray(frame, jnp.float32)
-  finite = jnp.isfinite(frame)
-  frame = jnp.where(finite, frame, _hold(state.held))
-  started = state.started[:, None, None]
-  rolled = jnp.concatenate([state.window[:, 1:], frame[:, None]], axis=1)
-  filled = jnp.broadcast_to(frame[:, None], state.window.shape)
-  window = jnp.where(started, rolled, filled)
+  frame, lost = clean_frame(frame, state.held)
+  window = push(state.window, frame, state.started)
   out = _predict(model, variables, state, window)
   pose = {"rot6d": out["rot6d"][:, -1],
           "pos": None if out.get("pos") is None else out["pos"][:, -1],
-          "lost": ~jnp.all(finite, axis=-1)}
+          "lost": lost}
   prev_sparse = prev_motion = None
   if state.prev_sparse is not None:
     prev_sparse = window
     positions = out.get("pos")
     if positions is None:
-      positions = _window_positions(out["rot6d"], window, state.offsets)
+      positions = window_positions(out["rot6d"], window, state.offsets)
     prev_motion = jnp.concatenate([out["rot6d"], positions], axis=-1)
   new_state = state._replace(window=window, prev_sparse=prev_sparse,
                              prev_motion=prev_motion, held=frame,

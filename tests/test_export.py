@@ -19,6 +19,7 @@ import numpy as np
 import orbax.checkpoint as ocp
 import pytest
 
+from memmlp_jax import cached_step
 from memmlp_jax import export
 from memmlp_jax import losses
 from memmlp_jax import rollout
@@ -102,14 +103,14 @@ def test_fp32_matches_jax_on_real_frames_with_lost_tracking(exported):
   assert np.abs(np.diff(streamed["pos"], axis=0)).max() > 1e-3
 
 
-def test_runner_state_is_rollouts_state(exported):
+def test_runner_state_is_the_cached_steps_state(exported):
   cfg, variables, path = exported
   streamer = export.TFLiteStreamer(path)
   initial = streamer.init_state()
-  expected = dict(export.state_layout(rollout.init_state(cfg, batch=1)))
+  expected = dict(export.state_layout(cached_step.init_state(cfg, batch=1)))
   assert sorted(initial) == sorted(expected) == sorted(
-      ["state_window", "state_prev_sparse", "state_prev_motion",
-       "state_held", "state_started"])
+      ["state_window", "state_embedded", "state_sparse_memory",
+       "state_prev_motion", "state_held", "state_started"])
   for name, value in expected.items():
     np.testing.assert_array_equal(initial[name], np.asarray(value))
   frame = np.random.RandomState(0).randn(configs.SPARSE_DIM) * 0.1
