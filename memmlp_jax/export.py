@@ -1,16 +1,20 @@
 """The streaming step as a TFLite model, and a LiteRT runner for it (DESIGN 5).
 
-One TFLite signature (``serving_default``) is exactly ``rollout.step`` for one
-sequence:
+One TFLite signature (``serving_default``) is the streaming step for one
+sequence: ``cached_step.step`` for Mem-MLP with the paper's memory block
+(the same poses as ``rollout.step``, with the per-frame sparse work carried
+in the state instead of recomputed), ``rollout.step`` for every other model:
 
   inputs   frame (1, 54) and the carried state, one tensor per state leaf;
   outputs  the pose (rot6d (1, 132), pos (1, 66) when the model has a position
            branch, lost (1,)) and the new state, under the same leaf names.
 
-State leaves are named ``state_<field>`` after ``rollout.State``'s fields
-(``state_window`` (1, T, 54), ``state_prev_sparse`` (1, T, 54),
+State leaves are named ``state_<field>`` after the step's State fields
+(rollout: ``state_window`` (1, T, 54), ``state_prev_sparse`` (1, T, 54),
 ``state_prev_motion`` (1, T, 198), ``state_held`` (1, 54),
-``state_started`` (1,), ...); fields that are None for a model are absent.
+``state_started`` (1,); cached_step: ``state_window``, ``state_embedded``
+(1, T, D), ``state_sparse_memory`` (1, T, M, D), ``state_prev_motion``,
+``state_held``, ``state_started``); fields that are None are absent.
 The JSON sidecar written next to the model (``model.tflite`` ->
 ``model.json``) lists every input and output with shape and dtype, the state
 leaves with their initial values, the window, the model config, the
@@ -30,8 +34,8 @@ only -> LiteRT interpreter, one thread, XNNPACK (the default delegate).
 
 Why the step is not cut to the last frame: the pose is the window's last
 frame, but a memory model's next state carries the whole predicted window
-(rollout.State.prev_motion), so every row of every block is needed; see
-docs/export_notes.md for what an exact cut would save where it applies.
+(prev_motion), so every row of every block is needed; see
+docs/export_notes.md.
 """
 
 import dataclasses
