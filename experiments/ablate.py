@@ -52,7 +52,8 @@ flags.DEFINE_integer("batch_size", 256, "Stage-2 batch of every variant.")
 flags.DEFINE_float("decay_at", 0.8, "Fraction of steps before the lr decay.")
 flags.DEFINE_integer("vq_steps", 400, "VQ-VAE steps (variants with a code).")
 flags.DEFINE_integer("vq_batch_size", 256, "VQ-VAE batch.")
-flags.DEFINE_list("augment", [], "Training augmentations (yaw, mirror).")
+flags.DEFINE_list("augment", [], "Training augmentations: yaw, mirror "
+                  "(or none).")
 flags.DEFINE_integer("seed", 0, "Seed of every variant.")
 flags.DEFINE_integer("checkpoint_every", 100, "Checkpoint period (steps).")
 flags.DEFINE_integer("log_every", 50, "Logging period (steps).")
@@ -99,7 +100,8 @@ def run_config(model: configs.ModelConfig) -> train.RunConfig:
   return train.RunConfig(
       model=model, protocol=FLAGS.protocol, steps=FLAGS.steps,
       batch_size=FLAGS.batch_size, seed=FLAGS.seed, decay_at=FLAGS.decay_at,
-      augment=tuple(FLAGS.augment), vq_steps=FLAGS.vq_steps,
+      augment=tuple(a for a in FLAGS.augment if a != "none"),
+      vq_steps=FLAGS.vq_steps,
       vq_batch_size=FLAGS.vq_batch_size,
       checkpoint_every=FLAGS.checkpoint_every, log_every=FLAGS.log_every,
       eval_every=FLAGS.steps, eval_batches=0)
