@@ -52,6 +52,7 @@ import numpy as np
 from memmlp_jax import cached_step
 from memmlp_jax import rollout
 from memmlp_jax.models import configs
+from memmlp_jax.models import vqvae
 
 FORMAT = "memmlp_jax.tflite_step/1"
 SIGNATURE = "serving_default"
@@ -418,3 +419,66 @@ def max_abs_difference(reference, exported) -> dict[str, float]:
   keys = [k for k in ("rot6d", "pos") if reference[0].get(k) is not None]
   return {k: max(float(np.max(np.abs(np.asarray(a[k]) - np.asarray(b[k]))))
                  for a, b in zip(reference, exported)) for k in keys}
+
+
+def code_margin(cfg: configs.ModelConfig, params, state) -> jax.Array:
+  """Smallest gap between the two nearest VQ codes the step's memory reads.
+
+  Over every row of the previous window in ``state`` (a ``rollout.State`` or
+  ``cached_step.State``), in squared distance; +inf for models without a VQ
+  code. Where it is near zero the argmin is a tie that float rounding may
+  break either way.
+  """
+  if not cfg.uses_vq:
+    return jnp.asarray(jnp.inf)
+  sparse = (state.prev_sparse if isinstance(state, rollout.State)
+            else state.window)
+  latent = vqvae.VQEncoder(cfg).apply({"params": params["vq"]}, sparse,
+                                      state.prev_motion)["latent"]
+  codebook = params["vq"]["codebook"]
+  distances = (jnp.sum(latent * latent, axis=-1, keepdims=True)
+               - 2.0 * latent @ codebook.T
+               + jnp.sum(codebook * codebook, axis=-1))
+  nearest = jnp.sort(distances, axis=-1)
+  return jnp.min(nearest[..., 1] - nearest[..., 0])
+
+
+def step_parity(cfg: configs.ModelConfig, variables, model_path: str,
+                sequences, tie_margin: float = 1e-3) -> dict:
+  """The exported step against the JAX step it came from, on equal inputs.
+
+  Every frame goes through the JAX step (which carries its own state) and
+  through the .tflite given that same JAX state, so conversion error is
+  measured per step instead of compounding through the memory's feedback.
+  Frames where the VQ code of some memory row is a near-tie (two nearest
+  codes within ``tie_margin``, see ``code_margin``) are counted, not
+  compared: there either code is a correct float32 result.
+
+  Returns {"max": {output name: max |JAX - TFLite|}, "frames": n,
+  "near_ties": k}.
+  """
+  initial, step = streaming_step(cfg, variables)
+  step = jax.jit(step)
+  margin = jax.jit(lambda state: code_margin(cfg, variables["params"], state))
+  streamer = TFLiteStreamer(model_path)
+  worst, frames, ties = {}, 0, 0
+  for sequence in sequences:
+    state = initial
+    for frame in np.asarray(sequence, np.float32):
+      inputs = {name: np.asarray(leaf) for name, leaf in state_layout(state)}
+      tflite_state, tflite_pose = streamer.step(inputs, frame)
+      tie = float(margin(state)) < tie_margin
+      state, pose = step(state, frame[None])
+      frames += 1
+      if tie:
+        ties += 1
+        continue
+      pairs = [(k, v, tflite_pose[k]) for k, v in pose.items()]
+      pairs += [(k, v, tflite_state[k]) for k, v in state_layout(state)]
+      for name, ours, theirs in pairs:
+        ours = np.asarray(ours)
+        if ours.dtype == bool:
+          continue
+        worst[name] = max(worst.get(name, 0.0),
+                          float(np.max(np.abs(ours - theirs))))
+  return {"max": worst, "frames": frames, "near_ties": ties}

@@ -185,3 +185,30 @@ def test_cli_without_checkpoint_says_so(tmp_path):
   assert "Traceback" not in result.stderr
   assert not (tmp_path / "m.tflite").exists()
 
+
+
+@pytest.mark.skipif(not CMU.is_dir(), reason=f"no mocap data in {DATA}")
+def test_step_parity_compares_every_step_on_jax_state(exported):
+  cfg, variables, path = exported
+  sparse = _cmu_sparse(frames=30)
+  report = export.step_parity(cfg, variables, path, [sparse[:12], sparse])
+  assert report["frames"] == 42
+  assert report["near_ties"] < report["frames"]
+  assert {"rot6d", "pos", "state_prev_motion", "state_window"} <= set(
+      report["max"])
+  assert max(report["max"].values()) <= 1e-4, report
+
+
+def test_code_margin_is_the_gap_between_the_two_nearest_codes(exported):
+  cfg, variables, _ = exported
+  state = cached_step.init_state(cfg, batch=1)
+  state = state._replace(prev_motion=jnp.asarray(
+      np.random.RandomState(0).randn(*state.prev_motion.shape), jnp.float32))
+  margin = float(export.code_margin(cfg, variables["params"], state))
+  assert 0.0 <= margin < np.inf
+  # The same rows in rollout's state layout give the same margin.
+  base = rollout.init_state(cfg, batch=1)._replace(
+      prev_sparse=state.window, prev_motion=state.prev_motion)
+  assert float(export.code_margin(cfg, variables["params"], base)) == margin
+  no_vq = configs.get_config("memmlp41", **TINY, use_vq_code=False)
+  assert float(export.code_margin(no_vq, variables["params"], state)) == np.inf
