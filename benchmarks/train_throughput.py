@@ -25,6 +25,7 @@ from absl import app
 from absl import flags
 import jax
 
+from memmlp_jax import host_memory
 from memmlp_jax import losses
 from memmlp_jax import skeleton
 from memmlp_jax import train
@@ -123,6 +124,7 @@ def main(argv):
   if _BATCH.value < 1 or _REPEATS.value < 1 or _WARMUP.value < 0:
     raise app.UsageError("--batch_size and --repeats must be >= 1, "
                          "--warmup >= 0")
+  host_memory.reuse_freed_memory()
   rows = [measure(m, _BATCH.value, _REPEATS.value, _WARMUP.value)
           for m in _MODELS.value]
   if _FORMAT.value == "json":

@@ -26,6 +26,7 @@ from absl import flags
 from absl import logging
 
 from memmlp_jax import evaluation
+from memmlp_jax import host_memory
 from memmlp_jax import metrics
 from memmlp_jax import train
 from memmlp_jax.data import prepared
@@ -168,6 +169,7 @@ def main(argv):
     raise app.UsageError(f"unexpected arguments: {argv[1:]}")
   if not FLAGS.workdir:
     raise app.UsageError("--workdir is required")
+  host_memory.reuse_freed_memory()
   variants = [parse_variant(v) for v in FLAGS.variant]
   if not variants:
     raise app.UsageError("give at least one --variant")

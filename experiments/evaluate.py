@@ -35,6 +35,7 @@ from absl import app
 from absl import flags
 
 from memmlp_jax import evaluation
+from memmlp_jax import host_memory
 from memmlp_jax import train
 from memmlp_jax.data import protocols
 
@@ -112,6 +113,7 @@ def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"unexpected arguments: {argv[1:]}")
   _check_flags()
+  host_memory.reuse_freed_memory()
   started = time.perf_counter()
   cfg, params = _restore(FLAGS.workdir)
   try:

@@ -27,6 +27,7 @@ from absl import logging
 import numpy as np
 
 from memmlp_jax import geometry
+from memmlp_jax import host_memory
 from memmlp_jax import metrics
 from memmlp_jax import rollout
 from memmlp_jax import skeleton as skeleton_lib
@@ -224,6 +225,7 @@ def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"unexpected arguments: {argv[1:]}")
   logging.set_verbosity(logging.WARNING)  # Checkpoint-library chatter.
+  host_memory.reuse_freed_memory()
   for name in ("workdir", "input", "output"):
     if not getattr(FLAGS, name):
       raise app.UsageError(f"--{name} is required")

@@ -19,6 +19,7 @@ from absl import flags
 from absl import logging
 import jax
 
+from memmlp_jax import host_memory
 from memmlp_jax import train
 from memmlp_jax.data import dataset
 from memmlp_jax.data import prepared
@@ -141,6 +142,7 @@ def _quiet_orbax():
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
+  host_memory.reuse_freed_memory()
   if _COORDINATOR.value:
     jax.distributed.initialize(_COORDINATOR.value, _NUM_PROCESSES.value,
                                _PROCESS_ID.value)
