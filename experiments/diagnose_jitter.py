@@ -1,0 +1,126 @@
+r"""Where a model's online jitter comes from (memmlp_jax.diagnostics).
+
+  python -m experiments.diagnose_jitter --protocol=free \
+      --data_dir=../shared/data --out=jitter.json \
+      --workdir=runs/ablate_cpu/agrol_mlp41 --workdir=runs/ablate_cpu/memmlp41
+
+For each run, predicts the whole window at every frame of the protocol's
+test clips (the first --clips of them) and prints one Markdown row: the
+jitter of the online output (the window's last row) and of the estimates
+10, 20, ... rows back, the jitter within windows, how far one frame's
+estimate moves between two successive windows (cm), and the ground truth's
+jitter; each per clip, then averaged over clips. Writes the rows as JSON to
+--out and the table next to it (.md).
+"""
+
+import json
+import os
+
+from absl import app
+from absl import flags
+import numpy as np
+
+from memmlp_jax import diagnostics
+from memmlp_jax import evaluation
+from memmlp_jax import host_memory
+from memmlp_jax import metrics
+from memmlp_jax import train
+from memmlp_jax.data import protocols
+from memmlp_jax.models import configs
+
+FLAGS = flags.FLAGS
+flags.DEFINE_multi_string("workdir", [], "Training runs to diagnose.")
+flags.DEFINE_string("out", None, "JSON to write (.md next to it).")
+flags.DEFINE_enum("protocol", "free", protocols.NAMES, "Data protocol.")
+flags.DEFINE_string("data_dir", os.environ.get("MEMMLP_DATA"),
+                    "Data root of --protocol (default $MEMMLP_DATA).")
+flags.DEFINE_string("prepared_dir", None, "Prepared dataset folder "
+                    "(default prepared/<protocol>).")
+flags.DEFINE_string("body_model", None, "AMASS protocols: SMPL-H model.npz.")
+flags.DEFINE_string("lists_dir", None, "Protocol s1: folder of list files.")
+flags.DEFINE_integer("clips", 0, "Diagnose the first N test clips (0: all).")
+
+_BACK = (0, 10, 20, 30, 40)  # rows back from the last
+
+
+def _restore(workdir: str):
+  try:
+    return train.restore(workdir)
+  except (FileNotFoundError, OSError, ValueError, KeyError) as e:
+    raise app.UsageError(f"--workdir {workdir}: cannot restore a trained "
+                         f"model ({e})")
+
+
+def diagnose(workdir: str, cfg, params, clips, skeleton) -> dict:
+  """One row of the table: the run's report averaged over clips."""
+  model, variables = configs.build(cfg), {"params": params}
+  rows = [cfg.window - 1 - back for back in _BACK if back < cfg.window]
+  reports = []
+  for clip in clips:
+    windows = diagnostics.window_predictions(model, variables, cfg,
+                                             clip.sparse)
+    report = diagnostics.row_report(
+        windows, clip.pos[:, evaluation.HEAD_COLUMNS], skeleton, rows)
+    report["gt_jitter"] = metrics.jitter(clip.pos.reshape(
+        len(clip.pos), -1, 3)) / 100
+    reports.append(report)
+  mean = lambda key: float(np.mean([r[key] for r in reports]))
+  return {
+      "run": workdir, "model": cfg.name, "window": cfg.window,
+      "row_jitter": {str(cfg.window - 1 - r): float(np.mean(
+          [rep["row_jitter"][r] for rep in reports])) for r in rows},
+      "within_window_jitter": mean("within_window_jitter"),
+      "revision_cm": mean("revision_cm"), "gt_jitter": mean("gt_jitter"),
+      "clips": len(clips), "frames": int(sum(len(c.sparse) for c in clips))}
+
+
+def markdown(results) -> str:
+  back = [f"{b} back" if b else "last row (online)" for b in _BACK]
+  lines = ["| run | " + " | ".join(back) + " | within windows | revision "
+           "(cm) | GT |", "| --- |" + " --- |" * (len(back) + 3)]
+  for r in results:
+    cells = [f"{r['row_jitter'][str(b)]:.2f}" if str(b) in r["row_jitter"]
+             else "-" for b in _BACK]
+    lines.append(f"| {os.path.basename(r['run'].rstrip('/'))} ({r['model']})"
+                 f" | {' | '.join(cells)} | {r['within_window_jitter']:.2f} | "
+                 f"{r['revision_cm']:.2f} | {r['gt_jitter']:.2f} |")
+  return "\n".join(lines)
+
+
+def main(argv):
+  if len(argv) > 1:
+    raise app.UsageError(f"unexpected arguments: {argv[1:]}")
+  if not FLAGS.workdir or not FLAGS.out:
+    raise app.UsageError("--workdir (one or more) and --out are required")
+  if not FLAGS.data_dir:
+    raise app.UsageError("--data_dir (or $MEMMLP_DATA) is required")
+  if FLAGS.clips < 0:
+    raise app.UsageError("--clips must be >= 0")
+  host_memory.reuse_freed_memory()
+  prepared_dir = FLAGS.prepared_dir or os.path.join("prepared", FLAGS.protocol)
+  try:
+    clips, skeleton = evaluation.protocol_clips(
+        FLAGS.protocol, FLAGS.data_dir, prepared_dir,
+        body_model=FLAGS.body_model, lists_dir=FLAGS.lists_dir)
+  except (ValueError, OSError) as e:
+    raise app.UsageError(f"--protocol {FLAGS.protocol}: {e}")
+  clips = [c for c in clips if np.isfinite(c.sparse).all()]
+  clips = clips[:FLAGS.clips] if FLAGS.clips else clips
+  runs = [(w, *_restore(w)) for w in FLAGS.workdir]
+  # Every run sees the same clips: long enough for windows inside them.
+  longest = max(cfg.window for _, cfg, _ in runs)
+  clips = [c for c in clips if len(c.sparse) >= longest + 3]
+  results = [diagnose(w, cfg, params, clips, skeleton)
+             for w, cfg, params in runs]
+  table = markdown(results)
+  os.makedirs(os.path.dirname(os.path.abspath(FLAGS.out)), exist_ok=True)
+  with open(FLAGS.out, "w", encoding="utf-8") as f:
+    json.dump(results, f, indent=1)
+  with open(os.path.splitext(FLAGS.out)[0] + ".md", "w",
+            encoding="utf-8") as f:
+    f.write(table + "\n")
+  print(table)
+
+
+if __name__ == "__main__":
+  app.run(main)

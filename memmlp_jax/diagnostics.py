@@ -1,0 +1,110 @@
+"""Where online jitter comes from: every row of every predicted window.
+
+The online rollout predicts a whole window of T frames at each step and
+keeps only its last row. Row r of the window predicted at frame t is the
+model's estimate of frame t - (T - 1 - r), so each frame is estimated T
+times, by T successive windows. Comparing these estimates separates two
+sources of jitter:
+
+- within a window, frame to frame (``within_window_jitter``): how smooth the
+  model's motion is when it predicts a stretch of frames together;
+- across windows (``row_jitter`` of the last row, which is the online
+  output, against that of earlier rows, and ``revision_cm``: how far the
+  estimate of one frame moves from one window to the next): windows
+  predicted afresh at every step need not agree with each other, and the
+  last row, with no future frames in view, agrees least.
+
+The metrics' conventions apply (metrics.head_aligned_positions: FK of the
+rotations, placed by the tracked head of the frame a row estimates).
+"""
+
+import functools
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from memmlp_jax import metrics
+from memmlp_jax import rollout
+
+
+@functools.partial(jax.jit, static_argnames=("model",))
+def _predict_windows(model, variables, windows):
+  return model.apply(variables, windows, None, None, alpha=None,
+                     train=False)["rot6d"]
+
+
+@functools.partial(jax.jit, static_argnames=("model",))
+def _memory_windows(model, variables, state, sparse):
+  def body(state, frame):
+    state, _ = rollout.step(model, variables, state, frame[None])
+    return state, state.prev_motion[0, :, :rollout.ROT_DIM]
+
+  return jax.lax.scan(body, state, sparse)[1]
+
+
+def window_predictions(model, variables, cfg, sparse,
+                       batch: int = 256) -> np.ndarray:
+  """(N, T, 132): the whole window the online rollout predicts at each frame.
+
+  ``sparse`` (N, 54) is one clean sequence. Row T-1 of frame t is the online
+  output at t; earlier frames are padded with frame 0, as the rollout pads.
+  """
+  sparse = np.asarray(sparse, np.float32)
+  if not np.isfinite(sparse).all():
+    raise ValueError("window_predictions takes clean input (no lost frames)")
+  if cfg.output_frames != cfg.window:
+    raise ValueError(f"{cfg.name} predicts only the last frame of a window")
+  if cfg.uses_memory:
+    return np.asarray(_memory_windows(model, variables,
+                                      rollout.init_state(cfg, batch=1),
+                                      jnp.asarray(sparse)))
+  window = cfg.window
+  index = np.maximum(np.arange(len(sparse))[:, None] - (window - 1)
+                     + np.arange(window)[None], 0)
+  windows = sparse[index]
+  return np.concatenate([
+      np.asarray(_predict_windows(model, variables, windows[i:i + batch]))
+      for i in range(0, len(windows), batch)])
+
+
+def row_report(windows_rot6d, head_positions, skeleton,
+               rows=None) -> dict:
+  """Jitter of each window row's estimates, within-window jitter, revisions.
+
+  Args:
+    windows_rot6d: (N, T, 132) from ``window_predictions``.
+    head_positions: (N, 3) the tracked head of each frame.
+    skeleton: the body of the targets.
+    rows: window rows to report (default: every 10th from the last).
+
+  Returns:
+    {"row_jitter": {r: jitter of the sequence of row r's estimates},
+     "within_window_jitter": mean jitter along the rows of each window that
+     lies inside the clip, "revision_cm": mean distance over joints between
+     the estimates of one frame by two successive windows (last row and the
+     row before it of the next window)}, jitter in 10^2 m/s^3.
+  """
+  windows_rot6d = np.asarray(windows_rot6d, np.float64)
+  head_positions = np.asarray(head_positions, np.float64)
+  frames, window = windows_rot6d.shape[:2]
+  if window > frames:
+    raise ValueError(f"a clip of {frames} frames is shorter than its "
+                     f"{window}-frame window")
+  rows = range(window - 1, -1, -10) if rows is None else rows
+  # Row r of window t estimates frame t - (T - 1 - r); heads to match.
+  target = (np.arange(frames)[:, None] - (window - 1)
+            + np.arange(window)[None])
+  heads = head_positions[np.maximum(target, 0)]
+  positions = metrics.head_aligned_positions(windows_rot6d, heads, skeleton)
+  inside = np.arange(window - 1, frames)  # windows without padding
+  report = {"row_jitter": {}}
+  for r in rows:
+    report["row_jitter"][int(r)] = metrics.jitter(positions[inside, r]) / 100
+  report["within_window_jitter"] = float(np.mean(
+      [metrics.jitter(positions[t]) for t in inside])) / 100
+  # Frame t-1 as estimated by window t-1 (its last row) and by window t.
+  moved = np.linalg.norm(positions[inside[1:], -2]
+                         - positions[inside[1:] - 1, -1], axis=-1)
+  report["revision_cm"] = float(np.mean(moved)) * 100
+  return report
