@@ -7,8 +7,9 @@ r"""Per-frame latency of the exported streaming step on one CPU thread.
 Each model is exported with random weights (latency does not depend on
 them) exactly as experiments/export.py exports a trained one, then streamed
 frame by frame through the LiteRT interpreter (XNNPACK) via the same runner
-that scores exported models: the time per frame includes feeding the state in
-and reading it back, as on a headset. The models take turns in rounds, so
+that scores exported models (export.TFLiteStreamer.push): the time per frame
+includes copying the new state onto the inputs, which stay in place as on a
+headset. The models take turns in rounds, so
 load from other processes spreads over all of them. Also measured, in every
 round: this machine's single-core fp32 peak, as the best GFLOP/s of
 XNNPACK's fully-connected kernel on large matmuls (the best round is
@@ -102,7 +103,7 @@ class _Candidate:
                 "mb": len(tflite) / 2**20,
                 "gflops": export.step_flops(step, state) / 1e9}
     self._streamer = export.TFLiteStreamer(path, num_threads=threads)
-    self._state = self._streamer.init_state()
+    self._streamer.reset()
     self._frames = np.random.RandomState(0).randn(64, 54).astype(np.float32)
     self._count = 0
     self.ms = []
@@ -110,7 +111,7 @@ class _Candidate:
 
   def _step(self):
     frame = self._frames[self._count % len(self._frames)] * 0.3
-    self._state, _ = self._streamer.step(self._state, frame)
+    self._streamer.push(frame)
     self._count += 1
 
   def time(self, frames: int, warmup: int):

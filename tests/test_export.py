@@ -212,3 +212,22 @@ def test_code_margin_is_the_gap_between_the_two_nearest_codes(exported):
   assert float(export.code_margin(cfg, variables["params"], base)) == margin
   no_vq = configs.get_config("memmlp41", **TINY, use_vq_code=False)
   assert float(export.code_margin(no_vq, variables["params"], state)) == np.inf
+
+
+def test_push_carries_the_state_in_place_like_step(exported):
+  _, _, path = exported
+  streamer = export.TFLiteStreamer(path)
+  frames = np.random.RandomState(1).randn(12, configs.SPARSE_DIM) * 0.1
+  state, by_step = streamer.init_state(), []
+  for frame in frames:
+    state, pose = streamer.step(state, frame)
+    by_step.append(pose)
+  with pytest.raises(RuntimeError, match="reset"):
+    streamer.push(frames[0])
+  for _ in range(2):  # reset() starts over
+    streamer.reset()
+    for frame, expected in zip(frames, by_step):
+      pose = streamer.push(frame)
+      assert sorted(pose) == sorted(expected)
+      for key in pose:
+        np.testing.assert_array_equal(pose[key], expected[key])
