@@ -3,9 +3,12 @@ r"""Where a model's online jitter comes from (memmlp_jax.diagnostics).
   python -m experiments.diagnose_jitter --protocol=free \
       --data_dir=../shared/data --out=jitter.json \
       --workdir=runs/ablate_cpu/agrol_mlp41 --workdir=runs/ablate_cpu/memmlp41
+  python -m experiments.diagnose_jitter --bvh_dir=DIR --bvh_map=MAP.json \
+      --out=jitter.json --workdir=RUN
 
 For each run, predicts the whole window at every frame of the protocol's
-test clips (the first --clips of them) and prints one Markdown row: the
+test clips, or of a folder of BVH files (the first --clips of them; clips
+with lost frames or shorter than the longest window + 3 are left out) and prints one Markdown row: the
 jitter of the online output (the window's last row) and of the estimates
 10, 20, ... rows back, the jitter within windows, how far one frame's
 estimate moves between two successive windows (cm), and the ground truth's
@@ -31,7 +34,10 @@ from memmlp_jax.models import configs
 FLAGS = flags.FLAGS
 flags.DEFINE_multi_string("workdir", [], "Training runs to diagnose.")
 flags.DEFINE_string("out", None, "JSON to write (.md next to it).")
-flags.DEFINE_enum("protocol", "free", protocols.NAMES, "Data protocol.")
+flags.DEFINE_enum("protocol", None, protocols.NAMES,
+                  "Diagnose on this protocol's test split.")
+flags.DEFINE_string("bvh_dir", None, "Or on every .bvh in this folder.")
+flags.DEFINE_string("bvh_map", None, "Joint-map JSON for --bvh_dir.")
 flags.DEFINE_string("data_dir", os.environ.get("MEMMLP_DATA"),
                     "Data root of --protocol (default $MEMMLP_DATA).")
 flags.DEFINE_string("prepared_dir", None, "Prepared dataset folder "
@@ -87,29 +93,52 @@ def markdown(results) -> str:
   return "\n".join(lines)
 
 
+def _load():
+  """(clips, skeleton) of --protocol's test split or of --bvh_dir."""
+  if FLAGS.protocol:
+    prepared_dir = FLAGS.prepared_dir or os.path.join("prepared",
+                                                      FLAGS.protocol)
+    try:
+      return evaluation.protocol_clips(
+          FLAGS.protocol, FLAGS.data_dir, prepared_dir,
+          body_model=FLAGS.body_model, lists_dir=FLAGS.lists_dir)
+    except (ValueError, OSError) as e:
+      raise app.UsageError(f"--protocol {FLAGS.protocol}: {e}")
+  try:
+    clips, skeleton, _ = evaluation.bvh_clips(FLAGS.bvh_dir, FLAGS.bvh_map)
+  except (ValueError, OSError) as e:
+    raise app.UsageError(f"--bvh_dir/--bvh_map: {e}")
+  if not clips:
+    raise app.UsageError(f"--bvh_dir {FLAGS.bvh_dir}: no file could be "
+                         "loaded")
+  return clips, skeleton
+
+
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"unexpected arguments: {argv[1:]}")
   if not FLAGS.workdir or not FLAGS.out:
     raise app.UsageError("--workdir (one or more) and --out are required")
-  if not FLAGS.data_dir:
-    raise app.UsageError("--data_dir (or $MEMMLP_DATA) is required")
+  if bool(FLAGS.protocol) == bool(FLAGS.bvh_dir):
+    raise app.UsageError("give either --protocol (with --data_dir) or "
+                         "--bvh_dir (with --bvh_map)")
+  if FLAGS.protocol and not FLAGS.data_dir:
+    raise app.UsageError("--protocol needs --data_dir (or $MEMMLP_DATA)")
+  if FLAGS.bvh_dir and not FLAGS.bvh_map:
+    raise app.UsageError("--bvh_dir needs --bvh_map (a joint-map JSON)")
   if FLAGS.clips < 0:
     raise app.UsageError("--clips must be >= 0")
   host_memory.reuse_freed_memory()
-  prepared_dir = FLAGS.prepared_dir or os.path.join("prepared", FLAGS.protocol)
-  try:
-    clips, skeleton = evaluation.protocol_clips(
-        FLAGS.protocol, FLAGS.data_dir, prepared_dir,
-        body_model=FLAGS.body_model, lists_dir=FLAGS.lists_dir)
-  except (ValueError, OSError) as e:
-    raise app.UsageError(f"--protocol {FLAGS.protocol}: {e}")
+  runs = [(w, *_restore(w)) for w in FLAGS.workdir]  # fail before any work
+  clips, skeleton = _load()
   clips = [c for c in clips if np.isfinite(c.sparse).all()]
   clips = clips[:FLAGS.clips] if FLAGS.clips else clips
-  runs = [(w, *_restore(w)) for w in FLAGS.workdir]
   # Every run sees the same clips: long enough for windows inside them.
   longest = max(cfg.window for _, cfg, _ in runs)
   clips = [c for c in clips if len(c.sparse) >= longest + 3]
+  if not clips:
+    raise app.UsageError(f"no clean clip of at least {longest + 3} frames "
+                         "to diagnose")
   results = [diagnose(w, cfg, params, clips, skeleton)
              for w, cfg, params in runs]
   table = markdown(results)

@@ -55,17 +55,25 @@ def window_predictions(model, variables, cfg, sparse,
     raise ValueError("window_predictions takes clean input (no lost frames)")
   if cfg.output_frames != cfg.window:
     raise ValueError(f"{cfg.name} predicts only the last frame of a window")
+  frames = len(sparse)
   if cfg.uses_memory:
+    # Padded at the end to a bucketed length (one compile per bucket, not
+    # per clip); the scan is causal, so the padding changes no real frame.
+    padded = np.concatenate([sparse, np.repeat(
+        sparse[-1:], rollout.bucket_length(frames) - frames, axis=0)])
     return np.asarray(_memory_windows(model, variables,
                                       rollout.init_state(cfg, batch=1),
-                                      jnp.asarray(sparse)))
+                                      jnp.asarray(padded)))[:frames]
   window = cfg.window
-  index = np.maximum(np.arange(len(sparse))[:, None] - (window - 1)
+  index = np.maximum(np.arange(frames)[:, None] - (window - 1)
                      + np.arange(window)[None], 0)
   windows = sparse[index]
+  total = -(-frames // batch) * batch  # whole batches: one compile
+  windows = np.concatenate([windows, np.zeros(
+      (total - frames,) + windows.shape[1:], np.float32)])
   return np.concatenate([
       np.asarray(_predict_windows(model, variables, windows[i:i + batch]))
-      for i in range(0, len(windows), batch)])
+      for i in range(0, total, batch)])[:frames]
 
 
 def row_report(windows_rot6d, head_positions, skeleton,

@@ -1,18 +1,25 @@
 """memmlp_jax.diagnostics: every row of every window, and the jitter report."""
 
+import json
 import os
 import pathlib
+import subprocess
+import sys
 import zipfile
 
 import numpy as np
+import orbax.checkpoint as ocp
 import pytest
 
 from memmlp_jax import diagnostics
 from memmlp_jax import export
+from memmlp_jax import losses
 from memmlp_jax import metrics
 from memmlp_jax import rollout
 from memmlp_jax import skeleton as skeleton_lib
+from memmlp_jax import train
 from memmlp_jax.data import asfamc
+from memmlp_jax.data import bvh
 from memmlp_jax.data import motion as motion_lib
 from memmlp_jax.models import configs
 
@@ -103,3 +110,53 @@ def test_last_row_of_each_window_is_the_online_output(name, overrides):
   with pytest.raises(ValueError, match="clean input"):
     diagnostics.window_predictions(model, variables, cfg,
                                    np.full_like(sparse, np.nan))
+
+
+BVH_ZIP = DATA / "cmu_mocap_bvh" / "subjects" / "09.zip"
+
+
+def _diagnose_cli(*args):
+  return subprocess.run([sys.executable, "-m", "experiments.diagnose_jitter",
+                         *args], cwd=REPO, capture_output=True, text=True,
+                        check=False)
+
+
+def _random_run(workdir, name, **overrides):
+  """A run at its random initialisation, saved the way training saves it."""
+  cfg = configs.get_config(name, **overrides)
+  config = train.RunConfig(model=cfg, steps=1)
+  train.save_config(str(workdir), config)
+  params = {"model": export.random_variables(cfg)["params"],
+            "loss": losses.init_log_vars(cfg)}
+  state = train.init_state(params, train.memmlp_optimizer(config))
+  with train.checkpoint_manager(str(workdir / "memmlp")) as manager:
+    manager.save(1, args=ocp.args.StandardSave(state))
+    manager.wait_until_finished()
+
+
+@pytest.mark.skipif(not BVH_ZIP.exists(), reason=f"no mocap data in {DATA}")
+def test_cli_reports_every_run_on_a_bvh_folder(tmp_path):
+  folder = tmp_path / "bvh"
+  folder.mkdir()
+  with zipfile.ZipFile(BVH_ZIP) as archive:
+    (folder / "09_01.bvh").write_bytes(archive.read("09_01.bvh"))
+  _random_run(tmp_path / "agrol", "agrol_mlp41", latent_dim=16, num_blocks=2,
+              window=WINDOW)
+  out = tmp_path / "out" / "jitter.json"
+  result = _diagnose_cli(f"--bvh_dir={folder}", f"--bvh_map={bvh.CMU_MAP}",
+                         f"--workdir={tmp_path / 'agrol'}", f"--out={out}")
+  assert result.returncode == 0, result.stderr[-2000:]
+  (row,) = json.loads(out.read_text())
+  assert row["model"] == "agrol_mlp41" and row["clips"] == 1
+  assert set(row["row_jitter"]) == {"0"}  # a window of 8 has no row 10 back
+  assert row["gt_jitter"] > 0 and row["within_window_jitter"] > 0
+  assert "| agrol (agrol_mlp41) |" in result.stdout
+  assert (tmp_path / "out" / "jitter.md").read_text().startswith("| run |")
+
+
+def test_cli_without_a_checkpoint_says_so(tmp_path):
+  result = _diagnose_cli("--protocol=free", f"--data_dir={DATA}",
+                         f"--workdir={tmp_path}", f"--out={tmp_path}/j.json")
+  assert result.returncode != 0
+  assert "cannot restore a trained model" in result.stderr
+  assert "Traceback" not in result.stderr
