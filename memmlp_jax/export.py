@@ -460,12 +460,14 @@ def max_abs_difference(reference, exported) -> dict[str, float]:
 
 
 def code_margin(cfg: configs.ModelConfig, params, state) -> jax.Array:
-  """Smallest gap between the two nearest VQ codes the step's memory reads.
+  """Smallest relative gap between the two nearest VQ codes the step reads.
 
   Over every row of the previous window in ``state`` (a ``rollout.State`` or
-  ``cached_step.State``), in squared distance; +inf for models without a VQ
-  code. Where it is near zero the argmin is a tie that float rounding may
-  break either way.
+  ``cached_step.State``): (d_2 - d_1) / (|z|^2 + |c_1|^2), the squared
+  distances to the nearest and second-nearest codes over the scale of the
+  terms they are computed from, so float32 rounding is ~1e-7 on any
+  codebook; +inf for models without a VQ code. Where it is a few rounding
+  units the argmin is a tie that float rounding may break either way.
   """
   if not cfg.uses_vq:
     return jnp.asarray(jnp.inf)
@@ -474,23 +476,25 @@ def code_margin(cfg: configs.ModelConfig, params, state) -> jax.Array:
   latent = vqvae.VQEncoder(cfg).apply({"params": params["vq"]}, sparse,
                                       state.prev_motion)["latent"]
   codebook = params["vq"]["codebook"]
-  distances = (jnp.sum(latent * latent, axis=-1, keepdims=True)
-               - 2.0 * latent @ codebook.T
-               + jnp.sum(codebook * codebook, axis=-1))
+  latent_sq = jnp.sum(latent * latent, axis=-1, keepdims=True)
+  code_sq = jnp.sum(codebook * codebook, axis=-1)
+  distances = latent_sq - 2.0 * latent @ codebook.T + code_sq
   nearest = jnp.sort(distances, axis=-1)
-  return jnp.min(nearest[..., 1] - nearest[..., 0])
+  scale = latent_sq[..., 0] + code_sq[jnp.argmin(distances, axis=-1)]
+  return jnp.min((nearest[..., 1] - nearest[..., 0]) / scale)
 
 
 def step_parity(cfg: configs.ModelConfig, variables, model_path: str,
-                sequences, tie_margin: float = 1e-3) -> dict:
+                sequences, tie_margin: float = 1e-6) -> dict:
   """The exported step against the JAX step it came from, on equal inputs.
 
   Every frame goes through the JAX step (which carries its own state) and
   through the .tflite given that same JAX state, so conversion error is
   measured per step instead of compounding through the memory's feedback.
   Frames where the VQ code of some memory row is a near-tie (two nearest
-  codes within ``tie_margin``, see ``code_margin``) are counted, not
-  compared: there either code is a correct float32 result.
+  codes within ``tie_margin`` relative, about 8 float32 rounding units, see
+  ``code_margin``) are counted, not compared: there either code is a
+  correct float32 result.
 
   Returns {"max": {output name: max |JAX - TFLite|}, "frames": n,
   "near_ties": k}.
