@@ -11,8 +11,12 @@ test clips, or of a folder of BVH files (the first --clips of them; clips
 with lost frames or shorter than the longest window + 3 are left out) and prints one Markdown row: the
 jitter of the online output (the window's last row) and of the estimates
 10, 20, ... rows back, the jitter within windows, how far one frame's
-estimate moves between two successive windows (cm), and the ground truth's
-jitter; each per clip, then averaged over clips. Writes the rows as JSON to
+estimate moves between two successive windows (cm), the last row's MPJPE and
+the ground truth's jitter; each per clip over the frames from T-1 on (whole
+windows; the start-up frames are left out), then averaged over clips. For a
+memory model a second row feeds the memory the true previous window, as
+training does: the gap between the two rows is what feeding back its own
+predictions costs. Writes the rows as JSON to
 --out and the table next to it (.md).
 """
 
@@ -45,6 +49,9 @@ flags.DEFINE_string("prepared_dir", None, "Prepared dataset folder "
 flags.DEFINE_string("body_model", None, "AMASS protocols: SMPL-H model.npz.")
 flags.DEFINE_string("lists_dir", None, "Protocol s1: folder of list files.")
 flags.DEFINE_integer("clips", 0, "Diagnose the first N test clips (0: all).")
+flags.DEFINE_bool("teacher_forcing", True, "For memory models, also a row "
+                  "with the memory reading the true previous window (as in "
+                  "training) instead of the model's own prediction.")
 
 _BACK = (0, 10, 20, 30, 40)  # rows back from the last
 
@@ -57,39 +64,52 @@ def _restore(workdir: str):
                          f"model ({e})")
 
 
-def diagnose(workdir: str, cfg, params, clips, skeleton) -> dict:
-  """One row of the table: the run's report averaged over clips."""
+def diagnose(workdir: str, cfg, params, clips, skeleton,
+             teacher: bool = False) -> dict:
+  """One row of the table: the run's report averaged over clips.
+
+  ``teacher``: the memory reads the true previous window, not its own.
+  """
   model, variables = configs.build(cfg), {"params": params}
   rows = [cfg.window - 1 - back for back in _BACK if back < cfg.window]
   reports = []
   for clip in clips:
-    windows = diagnostics.window_predictions(model, variables, cfg,
-                                             clip.sparse)
+    motion = np.concatenate([clip.rot6d, clip.pos], axis=-1)
+    windows = diagnostics.window_predictions(
+        model, variables, cfg, clip.sparse,
+        teacher_motion=motion if teacher else None)
     report = diagnostics.row_report(
-        windows, clip.pos[:, evaluation.HEAD_COLUMNS], skeleton, rows)
+        windows, clip.pos[:, evaluation.HEAD_COLUMNS], skeleton, rows,
+        gt_positions=clip.pos)
     report["gt_jitter"] = metrics.jitter(clip.pos.reshape(
         len(clip.pos), -1, 3)) / 100
     reports.append(report)
   mean = lambda key: float(np.mean([r[key] for r in reports]))
   return {
       "run": workdir, "model": cfg.name, "window": cfg.window,
+      "uses_memory": cfg.uses_memory,
+      "memory_input": "ground truth" if teacher else "own predictions",
       "row_jitter": {str(cfg.window - 1 - r): float(np.mean(
           [rep["row_jitter"][r] for rep in reports])) for r in rows},
       "within_window_jitter": mean("within_window_jitter"),
-      "revision_cm": mean("revision_cm"), "gt_jitter": mean("gt_jitter"),
+      "revision_cm": mean("revision_cm"), "mpjpe_cm": mean("mpjpe_cm"),
+      "gt_jitter": mean("gt_jitter"),
       "clips": len(clips), "frames": int(sum(len(c.sparse) for c in clips))}
 
 
 def markdown(results) -> str:
   back = [f"{b} back" if b else "last row (online)" for b in _BACK]
-  lines = ["| run | " + " | ".join(back) + " | within windows | revision "
-           "(cm) | GT |", "| --- |" + " --- |" * (len(back) + 3)]
+  lines = ["| run | memory reads | " + " | ".join(back) + " | within windows "
+           "| revision (cm) | last-row MPJPE (cm) | GT |",
+           "| --- | --- |" + " --- |" * (len(back) + 4)]
   for r in results:
     cells = [f"{r['row_jitter'][str(b)]:.2f}" if str(b) in r["row_jitter"]
              else "-" for b in _BACK]
+    memory = r["memory_input"] if r["uses_memory"] else "-"
     lines.append(f"| {os.path.basename(r['run'].rstrip('/'))} ({r['model']})"
-                 f" | {' | '.join(cells)} | {r['within_window_jitter']:.2f} | "
-                 f"{r['revision_cm']:.2f} | {r['gt_jitter']:.2f} |")
+                 f" | {memory} | {' | '.join(cells)} | "
+                 f"{r['within_window_jitter']:.2f} | {r['revision_cm']:.2f} | "
+                 f"{r['mpjpe_cm']:.2f} | {r['gt_jitter']:.2f} |")
   return "\n".join(lines)
 
 
@@ -139,8 +159,11 @@ def main(argv):
   if not clips:
     raise app.UsageError(f"no clean clip of at least {longest + 3} frames "
                          "to diagnose")
-  results = [diagnose(w, cfg, params, clips, skeleton)
-             for w, cfg, params in runs]
+  results = []
+  for w, cfg, params in runs:
+    results.append(diagnose(w, cfg, params, clips, skeleton))
+    if cfg.uses_memory and FLAGS.teacher_forcing:
+      results.append(diagnose(w, cfg, params, clips, skeleton, teacher=True))
   table = markdown(results)
   os.makedirs(os.path.dirname(os.path.abspath(FLAGS.out)), exist_ok=True)
   with open(FLAGS.out, "w", encoding="utf-8") as f:

@@ -35,6 +35,12 @@ def _predict_windows(model, variables, windows):
 
 
 @functools.partial(jax.jit, static_argnames=("model",))
+def _teacher_windows(model, variables, windows, prev_windows, prev_motion):
+  return model.apply(variables, windows, prev_windows, prev_motion,
+                     alpha=model.cfg.memory_alpha, train=False)["rot6d"]
+
+
+@functools.partial(jax.jit, static_argnames=("model",))
 def _memory_windows(model, variables, state, sparse):
   def body(state, frame):
     state, _ = rollout.step(model, variables, state, frame[None])
@@ -43,12 +49,23 @@ def _memory_windows(model, variables, state, sparse):
   return jax.lax.scan(body, state, sparse)[1]
 
 
-def window_predictions(model, variables, cfg, sparse,
-                       batch: int = 256) -> np.ndarray:
+def _sliding(values, window: int, shift: int = 0):
+  """Row r of window t = values[max(0, t - shift - (window - 1) + r)]."""
+  index = (np.arange(len(values))[:, None] - shift - (window - 1)
+           + np.arange(window)[None])
+  return values[np.maximum(index, 0)]
+
+
+def window_predictions(model, variables, cfg, sparse, batch: int = 256,
+                       teacher_motion=None) -> np.ndarray:
   """(N, T, 132): the whole window the online rollout predicts at each frame.
 
   ``sparse`` (N, 54) is one clean sequence. Row T-1 of frame t is the online
   output at t; earlier frames are padded with frame 0, as the rollout pads.
+  ``teacher_motion`` (N, 198), for memory models: the memory reads the true
+  previous window (ground-truth rot6d and positions, as in training, alpha
+  at its inference value) instead of the model's own previous prediction;
+  frames before the first repeat frame 0.
   """
   sparse = np.asarray(sparse, np.float32)
   if not np.isfinite(sparse).all():
@@ -56,6 +73,11 @@ def window_predictions(model, variables, cfg, sparse,
   if cfg.output_frames != cfg.window:
     raise ValueError(f"{cfg.name} predicts only the last frame of a window")
   frames = len(sparse)
+  if cfg.uses_memory and teacher_motion is not None:
+    inputs = (_sliding(sparse, cfg.window), _sliding(sparse, cfg.window, 1),
+              _sliding(np.asarray(teacher_motion, np.float32), cfg.window, 1))
+    return _batched(lambda *x: _teacher_windows(model, variables, *x),
+                    inputs, batch)
   if cfg.uses_memory:
     # Padded at the end to a bucketed length (one compile per bucket, not
     # per clip); the scan is causal, so the padding changes no real frame.
@@ -64,20 +86,23 @@ def window_predictions(model, variables, cfg, sparse,
     return np.asarray(_memory_windows(model, variables,
                                       rollout.init_state(cfg, batch=1),
                                       jnp.asarray(padded)))[:frames]
-  window = cfg.window
-  index = np.maximum(np.arange(frames)[:, None] - (window - 1)
-                     + np.arange(window)[None], 0)
-  windows = sparse[index]
-  total = -(-frames // batch) * batch  # whole batches: one compile
-  windows = np.concatenate([windows, np.zeros(
-      (total - frames,) + windows.shape[1:], np.float32)])
+  return _batched(lambda x: _predict_windows(model, variables, x),
+                  (_sliding(sparse, cfg.window),), batch)
+
+
+def _batched(predict, inputs, batch: int) -> np.ndarray:
+  """``predict`` over the leading axis in whole batches (one compile)."""
+  frames = len(inputs[0])
+  total = -(-frames // batch) * batch
+  inputs = [np.concatenate([x, np.zeros((total - frames,) + x.shape[1:],
+                                        x.dtype)]) for x in inputs]
   return np.concatenate([
-      np.asarray(_predict_windows(model, variables, windows[i:i + batch]))
+      np.asarray(predict(*(x[i:i + batch] for x in inputs)))
       for i in range(0, total, batch)])[:frames]
 
 
-def row_report(windows_rot6d, head_positions, skeleton,
-               rows=None) -> dict:
+def row_report(windows_rot6d, head_positions, skeleton, rows=None,
+               gt_positions=None) -> dict:
   """Jitter of each window row's estimates, within-window jitter, revisions.
 
   Args:
@@ -85,6 +110,8 @@ def row_report(windows_rot6d, head_positions, skeleton,
     head_positions: (N, 3) the tracked head of each frame.
     skeleton: the body of the targets.
     rows: window rows to report (default: every 10th from the last).
+    gt_positions: (N, 66) true joint positions: adds "mpjpe_cm", the last
+      row's mean joint position error over the same frames.
 
   Returns:
     {"row_jitter": {r: jitter of the sequence of row r's estimates},
@@ -115,4 +142,8 @@ def row_report(windows_rot6d, head_positions, skeleton,
   moved = np.linalg.norm(positions[inside[1:], -2]
                          - positions[inside[1:] - 1, -1], axis=-1)
   report["revision_cm"] = float(np.mean(moved)) * 100
+  if gt_positions is not None:
+    truth = np.asarray(gt_positions, np.float64).reshape(frames, -1, 3)
+    report["mpjpe_cm"] = float(np.mean(np.linalg.norm(
+        positions[inside, -1] - truth[inside], axis=-1))) * 100
   return report

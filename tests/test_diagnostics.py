@@ -160,3 +160,23 @@ def test_cli_without_a_checkpoint_says_so(tmp_path):
   assert result.returncode != 0
   assert "cannot restore a trained model" in result.stderr
   assert "Traceback" not in result.stderr
+
+
+@needs_data
+def test_teacher_forced_memory_reads_the_true_previous_window():
+  cfg = configs.get_config("memmlp41", latent_dim=32, num_blocks=2,
+                           memory_dim=16, vq_codebook_size=16, vq_hidden=32,
+                           window=WINDOW, head_blocks=1)
+  model, variables = configs.build(cfg), export.random_variables(cfg)
+  features = _cmu_features(40)
+  motion = np.concatenate([features["rot6d"], features["pos"]], axis=-1)
+  sparse = features["sparse"]
+  forced = diagnostics.window_predictions(model, variables, cfg, sparse,
+                                          teacher_motion=motion)
+  t = 20
+  expected = model.apply(variables, sparse[None, t - WINDOW + 1:t + 1],
+                         sparse[None, t - WINDOW:t], motion[None, t - WINDOW:t],
+                         alpha=cfg.memory_alpha, train=False)["rot6d"][0]
+  np.testing.assert_allclose(forced[t], np.asarray(expected), atol=1e-5)
+  own = diagnostics.window_predictions(model, variables, cfg, sparse)
+  assert np.abs(own[t] - forced[t]).max() > 1e-4  # it did read another input
