@@ -8,16 +8,14 @@ import sys
 import zipfile
 
 import numpy as np
-import orbax.checkpoint as ocp
 import pytest
+import saved_runs
 
 from memmlp_jax import diagnostics
 from memmlp_jax import export
-from memmlp_jax import losses
 from memmlp_jax import metrics
 from memmlp_jax import rollout
 from memmlp_jax import skeleton as skeleton_lib
-from memmlp_jax import train
 from memmlp_jax.data import asfamc
 from memmlp_jax.data import bvh
 from memmlp_jax.data import motion as motion_lib
@@ -121,27 +119,14 @@ def _diagnose_cli(*args):
                         check=False)
 
 
-def _random_run(workdir, name, **overrides):
-  """A run at its random initialisation, saved the way training saves it."""
-  cfg = configs.get_config(name, **overrides)
-  config = train.RunConfig(model=cfg, steps=1)
-  train.save_config(str(workdir), config)
-  params = {"model": export.random_variables(cfg)["params"],
-            "loss": losses.init_log_vars(cfg)}
-  state = train.init_state(params, train.memmlp_optimizer(config))
-  with train.checkpoint_manager(str(workdir / "memmlp")) as manager:
-    manager.save(1, args=ocp.args.StandardSave(state))
-    manager.wait_until_finished()
-
-
 @pytest.mark.skipif(not BVH_ZIP.exists(), reason=f"no mocap data in {DATA}")
 def test_cli_reports_every_run_on_a_bvh_folder(tmp_path):
   folder = tmp_path / "bvh"
   folder.mkdir()
   with zipfile.ZipFile(BVH_ZIP) as archive:
     (folder / "09_01.bvh").write_bytes(archive.read("09_01.bvh"))
-  _random_run(tmp_path / "agrol", "agrol_mlp41", latent_dim=16, num_blocks=2,
-              window=WINDOW)
+  saved_runs.save_random_run(tmp_path / "agrol", configs.get_config(
+      "agrol_mlp41", latent_dim=16, num_blocks=2, window=WINDOW))
   out = tmp_path / "out" / "jitter.json"
   result = _diagnose_cli(f"--bvh_dir={folder}", f"--bvh_map={bvh.CMU_MAP}",
                          f"--workdir={tmp_path / 'agrol'}", f"--out={out}")

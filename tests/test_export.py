@@ -16,12 +16,11 @@ import zipfile
 import jax
 import jax.numpy as jnp
 import numpy as np
-import orbax.checkpoint as ocp
 import pytest
+import saved_runs
 
 from memmlp_jax import cached_step
 from memmlp_jax import export
-from memmlp_jax import losses
 from memmlp_jax import rollout
 from memmlp_jax import train
 from memmlp_jax.data import asfamc
@@ -45,19 +44,6 @@ def _cmu_sparse(clip="02_01", frames=90):
   return motion_lib.features(motion)["sparse"][:frames]
 
 
-def _tiny_workdir(workdir: pathlib.Path):
-  """A run of the tiny model at step 0, saved the way training saves it."""
-  cfg = configs.get_config("memmlp41", **TINY)
-  config = train.RunConfig(model=cfg, steps=1)
-  train.save_config(str(workdir), config)
-  params = {"model": export.random_variables(cfg)["params"],
-            "loss": losses.init_log_vars(cfg)}
-  state = train.init_state(params, train.memmlp_optimizer(config))
-  with train.checkpoint_manager(str(workdir / "memmlp")) as manager:
-    manager.save(1, args=ocp.args.StandardSave(state))
-    manager.wait_until_finished()
-
-
 def _run_cli(*args):
   return subprocess.run([sys.executable, "-m", "experiments.export", *args],
                         cwd=REPO, capture_output=True, text=True, check=False)
@@ -67,7 +53,8 @@ def _run_cli(*args):
 def exported(tmp_path_factory):
   """(cfg, variables, model path) of the tiny run exported by the CLI."""
   root = tmp_path_factory.mktemp("export")
-  _tiny_workdir(root / "run")
+  saved_runs.save_random_run(root / "run", configs.get_config("memmlp41",
+                                                              **TINY))
   path = str(root / "model.tflite")
   result = _run_cli(f"--workdir={root / 'run'}", f"--out={path}",
                     "--parity_clips=0")
