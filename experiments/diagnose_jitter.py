@@ -8,16 +8,16 @@ r"""Where a model's online jitter comes from (memmlp_jax.diagnostics).
 
 For each run, predicts the whole window at every frame of the protocol's
 test clips, or of a folder of BVH files (the first --clips of them; clips
-with lost frames or shorter than the longest window + 3 are left out) and prints one Markdown row: the
-jitter of the online output (the window's last row) and of the estimates
-10, 20, ... rows back, the jitter within windows, how far one frame's
-estimate moves between two successive windows (cm), the last row's MPJPE and
-the ground truth's jitter; each per clip over the frames from T-1 on (whole
-windows; the start-up frames are left out), then averaged over clips. For a
-memory model a second row feeds the memory the true previous window, as
-training does: the gap between the two rows is what feeding back its own
-predictions costs. Writes the rows as JSON to
---out and the table next to it (.md).
+with lost frames or shorter than the longest window + 3 are left out) and
+prints one Markdown row: the jitter of the online output (the window's last
+row) and of the estimates 10, 20, ... rows back, the jitter within windows,
+how far one frame's estimate moves between two successive windows (cm), the
+last row's MPJPE and the ground truth's jitter; each per clip over the
+frames from T-1 on (whole windows; the start-up frames are left out), then
+averaged over clips. For a memory model a second row feeds the memory the
+true previous window, as training does: the gap between the two rows is what
+feeding back its own predictions costs. Writes the rows as JSON to --out and the table next to
+it (.md).
 """
 
 import json
@@ -115,22 +115,14 @@ def markdown(results) -> str:
 
 def _load():
   """(clips, skeleton) of --protocol's test split or of --bvh_dir."""
-  if FLAGS.protocol:
-    prepared_dir = FLAGS.prepared_dir or os.path.join("prepared",
-                                                      FLAGS.protocol)
-    try:
-      return evaluation.protocol_clips(
-          FLAGS.protocol, FLAGS.data_dir, prepared_dir,
-          body_model=FLAGS.body_model, lists_dir=FLAGS.lists_dir)
-    except (ValueError, OSError) as e:
-      raise app.UsageError(f"--protocol {FLAGS.protocol}: {e}")
   try:
-    clips, skeleton, _ = evaluation.bvh_clips(FLAGS.bvh_dir, FLAGS.bvh_map)
-  except (ValueError, OSError) as e:
-    raise app.UsageError(f"--bvh_dir/--bvh_map: {e}")
-  if not clips:
-    raise app.UsageError(f"--bvh_dir {FLAGS.bvh_dir}: no file could be "
-                         "loaded")
+    clips, skeleton, _ = evaluation.load_clips(
+        protocol=FLAGS.protocol, data_dir=FLAGS.data_dir,
+        prepared_dir=FLAGS.prepared_dir, body_model=FLAGS.body_model,
+        lists_dir=FLAGS.lists_dir, bvh_dir=FLAGS.bvh_dir,
+        bvh_map=FLAGS.bvh_map)
+  except ValueError as e:
+    raise app.UsageError(str(e))
   return clips, skeleton
 
 

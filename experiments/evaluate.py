@@ -88,24 +88,15 @@ def _restore(workdir: str):
 
 
 def _load(skipped):
-  if FLAGS.protocol:
-    prepared_dir = FLAGS.prepared_dir or os.path.join("prepared",
-                                                      FLAGS.protocol)
-    try:
-      clips, skeleton = evaluation.protocol_clips(
-          FLAGS.protocol, FLAGS.data_dir, prepared_dir,
-          body_model=FLAGS.body_model, lists_dir=FLAGS.lists_dir)
-    except (ValueError, OSError) as e:
-      _fail(f"--protocol {FLAGS.protocol}: {e}")
-    return clips, skeleton
   try:
-    clips, skeleton, bad = evaluation.bvh_clips(FLAGS.bvh_dir, FLAGS.bvh_map)
-  except (ValueError, OSError) as e:
-    _fail(f"--bvh_dir/--bvh_map: {e}")
+    clips, skeleton, bad = evaluation.load_clips(
+        protocol=FLAGS.protocol, data_dir=FLAGS.data_dir,
+        prepared_dir=FLAGS.prepared_dir, body_model=FLAGS.body_model,
+        lists_dir=FLAGS.lists_dir, bvh_dir=FLAGS.bvh_dir,
+        bvh_map=FLAGS.bvh_map)
+  except ValueError as e:
+    _fail(str(e))
   skipped += bad
-  if not clips:
-    _fail(f"--bvh_dir {FLAGS.bvh_dir}: no file could be loaded: "
-          + "; ".join(f"{s['clip']}: {s['reason']}" for s in bad))
   return clips, skeleton
 
 

@@ -128,10 +128,8 @@ def row_report(windows_rot6d, head_positions, skeleton, rows=None,
                      f"{window}-frame window")
   rows = range(window - 1, -1, -10) if rows is None else rows
   # Row r of window t estimates frame t - (T - 1 - r); heads to match.
-  target = (np.arange(frames)[:, None] - (window - 1)
-            + np.arange(window)[None])
-  heads = head_positions[np.maximum(target, 0)]
-  positions = metrics.head_aligned_positions(windows_rot6d, heads, skeleton)
+  positions = metrics.head_aligned_positions(
+      windows_rot6d, _sliding(head_positions, window), skeleton)
   inside = np.arange(window - 1, frames)  # windows without padding
   report = {"row_jitter": {}}
   for r in rows:

@@ -79,6 +79,36 @@ def bvh_clips(bvh_dir: str, map_path: str):
   return clips, skeleton, skipped
 
 
+def load_clips(*, protocol=None, data_dir=None, prepared_dir=None,
+               body_model=None, lists_dir=None, bvh_dir=None, bvh_map=None):
+  """(clips, skeleton, skipped) of a protocol's test split or a BVH folder.
+
+  The command-line source of the evaluate and diagnose CLIs: ``protocol``
+  with ``data_dir`` (prepared once into ``prepared_dir``, default
+  prepared/<protocol>), or ``bvh_dir`` with ``bvh_map`` (files that fail to
+  load are in ``skipped`` with their reason). Raises ValueError naming the
+  flag and what is wrong.
+  """
+  if protocol:
+    try:
+      clips, skeleton = protocol_clips(
+          protocol, data_dir,
+          prepared_dir or os.path.join("prepared", protocol),
+          body_model=body_model, lists_dir=lists_dir)
+    except (ValueError, OSError) as e:
+      raise ValueError(f"--protocol {protocol}: {e}") from e
+    return clips, skeleton, []
+  try:
+    clips, skeleton, skipped = bvh_clips(bvh_dir, bvh_map)
+  except (ValueError, OSError) as e:
+    raise ValueError(f"--bvh_dir/--bvh_map: {e}") from e
+  if not clips:
+    raise ValueError(f"--bvh_dir {bvh_dir}: no file could be loaded: "
+                     + "; ".join(f"{s['clip']}: {s['reason']}"
+                                 for s in skipped))
+  return clips, skeleton, skipped
+
+
 def scorable(clips):
   """(clips long enough for every metric, [{"clip", "reason"}] of the rest)."""
   keep = [c for c in clips if len(c.sparse) >= metrics.MIN_FRAMES]

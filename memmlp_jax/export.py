@@ -475,12 +475,11 @@ def code_margin(cfg: configs.ModelConfig, params, state) -> jax.Array:
             else state.window)
   latent = vqvae.VQEncoder(cfg).apply({"params": params["vq"]}, sparse,
                                       state.prev_motion)["latent"]
-  codebook = params["vq"]["codebook"]
-  latent_sq = jnp.sum(latent * latent, axis=-1, keepdims=True)
-  code_sq = jnp.sum(codebook * codebook, axis=-1)
-  distances = latent_sq - 2.0 * latent @ codebook.T + code_sq
+  codebook = jnp.asarray(params["vq"]["codebook"])
+  distances = vqvae.squared_distances(latent, codebook)
   nearest = jnp.sort(distances, axis=-1)
-  scale = latent_sq[..., 0] + code_sq[jnp.argmin(distances, axis=-1)]
+  chosen = codebook[jnp.argmin(distances, axis=-1)]
+  scale = jnp.sum(latent * latent, axis=-1) + jnp.sum(chosen * chosen, -1)
   return jnp.min((nearest[..., 1] - nearest[..., 0]) / scale)
 
 

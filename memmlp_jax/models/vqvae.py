@@ -25,6 +25,13 @@ from memmlp_jax.models import configs
 Array = jax.Array
 
 
+def squared_distances(latent: Array, codebook: Array) -> Array:
+  """|z - e_k|^2 of `latent` (..., C) to every code of `codebook` (K, C)."""
+  return (jnp.sum(latent * latent, axis=-1, keepdims=True)
+          - 2.0 * latent @ codebook.T
+          + jnp.sum(codebook * codebook, axis=-1))
+
+
 def quantize(latent: Array, codebook: Array) -> dict[str, Array]:
   """Nearest-code quantization of `latent` (..., C) against `codebook` (K, C).
 
@@ -33,10 +40,7 @@ def quantize(latent: Array, codebook: Array) -> dict[str, Array]:
   one_hot (..., K), codebook_loss |sg(z) - e|^2 and commitment_loss
   |z - sg(e)|^2 (means over all elements).
   """
-  distances = (jnp.sum(latent * latent, axis=-1, keepdims=True)
-               - 2.0 * latent @ codebook.T
-               + jnp.sum(codebook * codebook, axis=-1))
-  indices = jnp.argmin(distances, axis=-1)
+  indices = jnp.argmin(squared_distances(latent, codebook), axis=-1)
   one_hot = jax.nn.one_hot(indices, codebook.shape[0], dtype=latent.dtype)
   codes = one_hot @ codebook
   return dict(
