@@ -282,14 +282,16 @@ def _slerp(q0, q1, t):
   return w0 * q0 + w1 * q1
 
 
-def resample(times, rotations, positions, valid, fps: float = FPS):
-  """Irregular samples -> a regular grid from the first sample at ``fps``.
+def interpolate(times, rotations, positions, valid, grid):
+  """Samples at ``times`` (sorted, >= 2) -> the pose at each ``grid`` time.
 
-  A frame is valid for a device when the samples it interpolates between
-  are (or the sample it falls on is); invalid frames are NaN.
+  Positions linearly, rotations by slerp, between the two samples around
+  each grid time (times outside the samples take the nearest one). A grid
+  frame is valid for a device when the samples it interpolates between are
+  (or the sample it falls on is); invalid frames are NaN. ``resample`` and
+  the live server's online resampling (memmlp_jax/live.py) share this, so a
+  stream and a recording of it give the same frames.
   """
-  count = int(np.floor((times[-1] - times[0]) * fps + 1e-6)) + 1
-  grid = times[0] + np.arange(count) / fps
   low = np.clip(np.searchsorted(times, grid, side="right") - 1, 0,
                 len(times) - 2)
   high = low + 1
@@ -307,7 +309,60 @@ def resample(times, rotations, positions, valid, fps: float = FPS):
   out_pos = safe_pos[low] * (1.0 - t) + safe_pos[high] * t
   out_rot = np.where(ok[..., None, None], out_rot, np.nan)
   out_pos = np.where(ok[..., None], out_pos, np.nan)
+  return out_rot, out_pos, ok
+
+
+def grid_frames(start: float, end: float, fps: float = FPS) -> int:
+  """How many frames of the grid ``start + k / fps`` lie at or before ``end``."""
+  return int(np.floor((end - start) * fps + 1e-6)) + 1
+
+
+def resample(times, rotations, positions, valid, fps: float = FPS):
+  """Irregular samples -> a regular grid from the first sample at ``fps``.
+
+  A frame is valid for a device when the samples it interpolates between
+  are (or the sample it falls on is); invalid frames are NaN.
+  """
+  grid = times[0] + np.arange(grid_frames(times[0], times[-1], fps)) / fps
+  out_rot, out_pos, ok = interpolate(times, rotations, positions, valid, grid)
   return grid, out_rot, out_pos, ok
+
+
+def from_world(rotations, positions, conventions: Conventions):
+  """The inverse of ``to_world``: world joint poses -> (M, 21) engine columns.
+
+  Args:
+    rotations: (M, 3, 3, 3) canonical joint frames of head and wrists.
+    positions: (M, 3, 3) their world positions (the wrists', not the
+      controllers'), metres.
+
+  Returns:
+    (M, 21) device position (``units``) and quaternion (``quat_order``) per
+    device, what an engine would log or stream.
+  """
+  basis = conventions.basis
+  world_rotation = rotations @ conventions.device_to_joint.T
+  engine_rotation = basis.T @ world_rotation @ basis
+  offset = np.einsum("mdij,dj->mdi", engine_rotation, conventions.offsets())
+  position = (positions @ basis - offset) / UNITS_TO_M[conventions.units]
+  quat = geometry.matrix_to_quat(engine_rotation)
+  if conventions.quat_order == "xyzw":
+    quat = quat[..., [1, 2, 3, 0]]
+  return np.concatenate([position, quat], axis=-1).reshape(len(rotations), -1)
+
+
+def format_csv(times, values, conventions: Conventions) -> str:
+  """A recording's text (header, then one row per sample) from engine columns.
+
+  ``times`` in seconds are written in ``time_units``; NaN values are written
+  as ``nan``, which the reader takes as lost tracking.
+  """
+  lines = [",".join(expected_header(conventions.quat_order, False))]
+  scale = TIME_UNITS_TO_S[conventions.time_units]
+  for time, row in zip(times, values):
+    lines.append(",".join([f"{time / scale:.9g}"] +
+                          [f"{v:.9g}" for v in row]))
+  return "\n".join(lines) + "\n"
 
 
 def load_tracking_csv(path_or_text, conventions: Conventions = Conventions(),
