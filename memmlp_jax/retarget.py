@@ -61,41 +61,85 @@ class SourceMotion:
       ``root_translation + skeleton.offsets[0]``.
     fps: frames per second.
     up: the source's up axis, "y" or "z".
+    moving_offsets: optional (N, J, 3) per-frame offsets from the parent in
+      metres, used instead of ``skeleton.offsets`` (joints below the root
+      whose position is animated, as BVH position channels can be).
   """
   skeleton: skeleton_lib.Skeleton
   local_rotations: np.ndarray
   root_translation: np.ndarray
   fps: float
   up: str
+  moving_offsets: Optional[np.ndarray] = None
 
   @property
   def num_frames(self) -> int:
     return len(self.local_rotations)
 
+  def source_pose(self):
+    """(global rotations (N, J, 3, 3), positions (N, J, 3)), source axes."""
+    if self.moving_offsets is None:
+      return geometry.forward_kinematics(
+          self.local_rotations, self.root_translation, self.skeleton.parents,
+          self.skeleton.offsets)
+    rotations = [self.local_rotations[:, 0]]
+    positions = [self.root_translation + self.moving_offsets[:, 0]]
+    for j, p in enumerate(self.skeleton.parents[1:], 1):
+      rotations.append(rotations[p] @ self.local_rotations[:, j])
+      positions.append(positions[p] + np.einsum(
+          "nab,nb->na", rotations[p], self.moving_offsets[:, j]))
+    return np.stack(rotations, axis=1), np.stack(positions, axis=1)
+
   def world_pose(self):
     """(global rotations (N, J, 3, 3), positions (N, J, 3)), Z-up world."""
-    rotations, positions = geometry.forward_kinematics(
-        self.local_rotations, self.root_translation, self.skeleton.parents,
-        self.skeleton.offsets)
+    rotations, positions = self.source_pose()
     up = up_rotation(self.up)
     return up @ rotations, positions @ up.T
+
+  def pose(self, frame: int, name: str) -> "Pose":
+    """Frame ``frame`` as a reference `Pose` called ``name``."""
+    moving = self.moving_offsets
+    one = dataclasses.replace(
+        self, local_rotations=self.local_rotations[frame:frame + 1],
+        root_translation=self.root_translation[frame:frame + 1],
+        moving_offsets=None if moving is None else moving[frame:frame + 1])
+    rotations, positions = one.source_pose()
+    return Pose(rotations[0], positions[0], name)
 
   def resampled(self, fps: float) -> "SourceMotion":
     """The clip at ``fps`` (slerp for rotations, linear for translation)."""
     if fps == self.fps:
       return self
     stride = exact_stride(self.fps, fps)
+    moving = self.moving_offsets
     if stride > 1:
       return dataclasses.replace(
           self, local_rotations=self.local_rotations[::stride],
-          root_translation=self.root_translation[::stride], fps=float(fps))
+          root_translation=self.root_translation[::stride], fps=float(fps),
+          moving_offsets=None if moving is None else moving[::stride])
     return dataclasses.replace(
         self,
         local_rotations=geometry.slerp_resample(self.local_rotations,
                                                 self.fps, fps),
         root_translation=geometry.linear_resample(self.root_translation,
                                                   self.fps, fps),
-        fps=float(fps))
+        fps=float(fps),
+        moving_offsets=None if moving is None else geometry.linear_resample(
+            moving, self.fps, fps))
+
+
+@dataclasses.dataclass(frozen=True, eq=False)
+class Pose:
+  """A reference pose in the source's own axes, over the source's joints.
+
+  Attributes:
+    rotations: (J, 3, 3) world rotations of the joint frames.
+    positions: (J, 3) world positions, metres.
+    name: what error messages call it, e.g. "frame 12 of walk.bvh".
+  """
+  rotations: np.ndarray
+  positions: np.ndarray
+  name: str
 
 
 def needed_joints(skeleton: skeleton_lib.Skeleton,
@@ -206,34 +250,70 @@ def _alignment_targets(joint: int, mapped) -> Tuple[int, ...]:
   return tuple(result)
 
 
-def _hip_frame(rest, left_hip: int, right_hip: int, up_axis, path
-               ) -> np.ndarray:
+def _hip_frame(rest, left_hip: int, right_hip: int, up_axis) -> np.ndarray:
   """Columns: the body's left (hip to hip, level), up and forward axes."""
   left = rest[left_hip] - rest[right_hip]
   left = left - np.dot(left, up_axis) * up_axis
-  norm = np.linalg.norm(left)
-  if norm < _COINCIDENT_M:
-    raise motion_lib.MotionError(
-        path, "the zero pose's hips are not side by side (is 'up' right?)")
-  left = left / norm
+  left = left / np.linalg.norm(left)
   return np.stack([left, up_axis, np.cross(left, up_axis)], axis=1)
 
 
-def _body_frame(source_rest, source_joints, up: str, path) -> np.ndarray:
+def _body_frame(source_rest, source_joints, up: str) -> np.ndarray:
   """Rotation taking the canonical body's rest axes onto the source's."""
   names = skeleton_lib.JOINT_NAMES
   left, right = names.index("left_hip"), names.index("right_hip")
   canonical = _hip_frame(skeleton_lib.SMPL_NEUTRAL.rest_positions(), left,
-                         right, _UP_AXES["y"], path)
+                         right, _UP_AXES["y"])
   source = _hip_frame(source_rest, source_joints[left], source_joints[right],
-                      _UP_AXES[up], path)
+                      _UP_AXES[up])
   return source @ canonical.T
+
+
+# The legs of a standing reference point down within this angle of -up.
+_MAX_LEG_TILT_DEG = 60.0
+
+
+def standing_problem(points, source_joints, up: str) -> Optional[str]:
+  """Why the mapped points are not a standing body, or None if they are.
+
+  A body pose is degenerate for the alignment when its mapped joints lie on
+  one line (collinear bones, as a zero pose whose offsets all follow the
+  parent's X axis), its hips are not side by side across ``up``, or its
+  legs (hip to ankle) do not point down along ``up``.
+  """
+  mapped = np.array([points[s] for s in source_joints if s >= 0])
+  spread = np.linalg.svd(mapped - mapped.mean(axis=0), compute_uv=False)
+  if spread[1] <= 1e-3 * spread[0]:
+    return "its joints lie on one line (collinear bones)"
+  names = skeleton_lib.JOINT_NAMES
+  index = lambda n: source_joints[names.index(n)]
+  up_axis = _UP_AXES[up]
+  left = points[index("left_hip")] - points[index("right_hip")]
+  if np.linalg.norm(left - np.dot(left, up_axis) * up_axis) < _COINCIDENT_M:
+    return f"its hips are not side by side across up {up!r}"
+  legs = sum(points[index(ankle)] - points[index(hip)]
+             for hip, _, ankle in _LEGS)
+  if np.dot(legs, -up_axis) < np.cos(np.radians(_MAX_LEG_TILT_DEG)) * (
+      np.linalg.norm(legs)):
+    return f"its legs do not point down along up {up!r}"
+  return None
+
+
+def zero_pose(skeleton: skeleton_lib.Skeleton) -> Pose:
+  """The skeleton's zero pose (every joint frame world-aligned)."""
+  return Pose(np.tile(np.eye(3), (len(skeleton.names), 1, 1)),
+              skeleton.rest_positions(), "the zero pose")
 
 
 def make_plan(source_skeleton: skeleton_lib.Skeleton,
               joint_map: Mapping[str, Optional[str]], up: str,
-              path) -> Plan:
-  """Rest alignments and leg scale for one source skeleton and joint map."""
+              path, reference: Optional[Pose] = None) -> Plan:
+  """Rest alignments and leg scale for one source skeleton and joint map.
+
+  ``reference`` is the pose the alignment is taken from (default the zero
+  pose). Raises MotionError naming ``path`` when it is not a standing body;
+  for the zero pose the message suggests a "reference" in the joint map.
+  """
   check_joint_map(joint_map, path)
   up_rotation(up)
   names = skeleton_lib.JOINT_NAMES
@@ -248,8 +328,18 @@ def make_plan(source_skeleton: skeleton_lib.Skeleton,
       for n in names)
   mapped = [s >= 0 for s in source_joints]
   canonical_rest = skeleton_lib.SMPL_NEUTRAL.rest_positions()
-  source_rest = source_skeleton.rest_positions()
-  body = _body_frame(source_rest, source_joints, up, path)
+  pose = zero_pose(source_skeleton) if reference is None else reference
+  source_rest = pose.positions
+  problem = standing_problem(source_rest, source_joints, up)
+  if problem:
+    hint = (" (is 'up' right? If the file's zero pose is no standing body, "
+            'give the joint map a "reference" pose: a frame where the body '
+            "stands upright; see docs/user_guide.md)"
+            if reference is None else
+            " (it must be a frame where the body stands upright)")
+    raise motion_lib.MotionError(
+        path, f"{pose.name} is not a standing body pose: {problem}{hint}")
+  body = _body_frame(source_rest, source_joints, up)
 
   alignments = np.tile(np.eye(3), (len(names), 1, 1))
   all_targets = []
@@ -284,6 +374,11 @@ def make_plan(source_skeleton: skeleton_lib.Skeleton,
   if not source_leg > 0:
     raise motion_lib.MotionError(path, "source legs have zero length")
   scale = leg_length(canonical_rest, names.index) / source_leg
+  if reference is not None:
+    # A'_j is in the world frame; the joint's own frame turns it by R_j^T.
+    frames = np.array([pose.rotations[s] if s >= 0 else np.eye(3)
+                       for s in source_joints])
+    alignments = np.swapaxes(frames, -1, -2) @ alignments
   return Plan(source_joints, alignments, float(scale), tuple(all_targets))
 
 

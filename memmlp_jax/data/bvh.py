@@ -1,17 +1,28 @@
 """BVH motion capture with a joint map -> `Motion` on the canonical body.
 
 A BVH's joint frames are world-aligned in its zero pose, which is what
-`retarget.py` expects, so any channel order, frame time and zero pose (T-pose,
-arms down, ...) retargets the same way. Rotation channels compose in the order
-listed (``Zrotation Xrotation Yrotation``: R = Rz Rx Ry); the root's position
-channels give its position; position channels of other joints are ignored
-(their rest offsets define the skeleton). End Sites are not needed.
+`retarget.py` expects, so any channel order, frame time and standing zero
+pose (T-pose, arms down, ...) retargets the same way. Rotation channels
+compose in the order listed (``Zrotation Xrotation Yrotation``: R = Rz Rx
+Ry). Position channels, on the root or any other joint, give the joint's
+translation from its parent along their axes, replacing the OFFSET's
+component there (the OFFSET is then the rest value only), as Blender's
+importer reads them; the root's thus give its position. End Sites are not
+needed.
 
-The joint map (DESIGN 2.1) is JSON:
+The joint map is JSON:
 ``{"joints": {canonical joint: BVH joint or null}, "units_to_m": f,
-"up": "y"|"z"}``; null means the source has no such joint (its local rotation
-is the identity). `maps/cmu_bvh.json` is the map of the CMU BVH release in
-../shared/data/cmu_mocap_bvh, whose conversion defect `cmu_repair` fixes.
+"up": "y"|"z", "reference": {"frame": K} | {"bvh": path, "frame": K}}``;
+null means the source has no such joint (its local rotation is the
+identity). The optional "reference" names the pose the alignment is taken
+from instead of the zero pose: frame K (counted from 0 in the file) of each
+clip, or of another BVH file with the same skeleton (a path relative to the
+map file). It must be a standing body (docs/user_guide.md, "Reference
+pose"). `maps/` holds ready maps, named by their stem (`PRESETS`):
+`cmu_bvh.json`, the CMU BVH release in ../shared/data/cmu_mocap_bvh (whose
+conversion defect `cmu_repair` fixes); `mixamo.json`, Mixamo's
+``mixamorig:`` names; `generic.json`, the common Hips/Spine/Chest/Neck/Head/
+LeftUpLeg naming.
 """
 
 import dataclasses
@@ -30,6 +41,18 @@ from memmlp_jax.data import motion as motion_lib
 
 MAPS_DIR = pathlib.Path(__file__).parent / "maps"
 CMU_MAP = MAPS_DIR / "cmu_bvh.json"
+# Joint maps shipped in maps/, by the name `load_joint_map` also accepts.
+PRESETS = {p.stem: p for p in sorted(MAPS_DIR.glob("*.json"))}
+
+
+@dataclasses.dataclass(frozen=True, eq=False)
+class Reference:
+  """The joint map's reference pose: frame ``frame`` of each clip, or of the
+  file ``path`` when given (``bvh``: that file parsed, only the frame kept).
+  """
+  frame: int
+  path: Optional[str] = None
+  bvh: Optional["Bvh"] = None
 
 
 @dataclasses.dataclass(frozen=True)
@@ -39,29 +62,40 @@ class JointMap:
   units_to_m: float
   up: str
   name: str = "<joint map>"
+  reference: Optional[Reference] = None
 
 
 def load_joint_map(path_or_dict, name: Optional[str] = None) -> JointMap:
-  """Reads and checks a joint map (a JSON file or an already parsed dict).
+  """Reads and checks a joint map (a JSON file, a `PRESETS` name such as
+  "mixamo", or an already parsed dict).
 
   Raises MotionError naming the map on unknown or missing canonical joints,
-  two canonical joints on one source joint, bad units or up axis.
+  two canonical joints on one source joint, bad units or up axis, a bad
+  "reference" (see `_load_reference`).
   """
   if isinstance(path_or_dict, dict):
     data, name = path_or_dict, name or "<joint map>"
+    folder = pathlib.Path(".")
   else:
-    name = name or str(path_or_dict)
+    path = pathlib.Path(path_or_dict)
+    if not path.exists() and str(path_or_dict) in PRESETS:
+      path = PRESETS[str(path_or_dict)]
+    name = name or str(path)
+    folder = path.parent
     try:
-      data = json.loads(pathlib.Path(path_or_dict).read_text())
+      data = json.loads(path.read_text())
     except OSError as e:
-      raise motion_lib.MotionError(name, f"cannot read: {e.strerror}") from e
+      raise motion_lib.MotionError(
+          name, f"cannot read: {e.strerror} (a joint map is a JSON file or "
+          f"one of the shipped maps {sorted(PRESETS)})") from e
     except json.JSONDecodeError as e:
       raise motion_lib.MotionError(name, f"not valid JSON: {e}") from e
   if not isinstance(data, dict) or not isinstance(data.get("joints"), dict):
     raise motion_lib.MotionError(
         name, 'a joint map is {"joints": {canonical: source or null}, '
         '"units_to_m": number, "up": "y" or "z"}')
-  unknown_keys = sorted(set(data) - {"joints", "units_to_m", "up"})
+  unknown_keys = sorted(set(data) - {"joints", "units_to_m", "up",
+                                     "reference"})
   if unknown_keys:
     raise motion_lib.MotionError(name, f"unknown key(s) {unknown_keys}")
   units = data.get("units_to_m")
@@ -73,7 +107,45 @@ def load_joint_map(path_or_dict, name: Optional[str] = None) -> JointMap:
   if up not in ("y", "z"):
     raise motion_lib.MotionError(name, f'up must be "y" or "z", got {up!r}')
   retarget.check_joint_map(data["joints"], name)
-  return JointMap(dict(data["joints"]), float(units), up, name)
+  reference = (None if "reference" not in data else
+               _load_reference(data["reference"], folder, name))
+  return JointMap(dict(data["joints"]), float(units), up, name, reference)
+
+
+def _load_reference(entry, folder: pathlib.Path, name: str) -> Reference:
+  """The map's "reference": {"frame": K} or {"bvh": path, "frame": K}.
+
+  A "bvh" path is relative to ``folder`` (the map file's); that file is read
+  here, once for every clip. Raises MotionError naming the map: not such a
+  dict, K not a whole number >= 0, the file unreadable or not a BVH, K past
+  its last frame.
+  """
+  form = ('"reference" must be {"frame": K} or {"bvh": "file.bvh", '
+          '"frame": K} with K a frame number from 0')
+  if (not isinstance(entry, dict) or set(entry) - {"bvh", "frame"} or
+      isinstance(entry.get("frame"), bool) or
+      not isinstance(entry.get("frame"), int) or entry["frame"] < 0 or
+      not isinstance(entry.get("bvh", ""), str)):
+    raise motion_lib.MotionError(name, f"{form}, got {entry!r}")
+  frame = entry["frame"]
+  if "bvh" not in entry:
+    return Reference(frame)
+  path = folder / entry["bvh"]
+  try:
+    parsed = parse_bvh(path)
+  except motion_lib.MotionError as e:
+    raise motion_lib.MotionError(
+        name, f"reference file {entry['bvh']!r}: {e}") from e
+  _check_frame(frame, len(parsed.values), name, f"reference file {path}")
+  return Reference(frame, str(path), dataclasses.replace(
+      parsed, values=parsed.values[frame:frame + 1]))
+
+
+def _check_frame(frame: int, frames: int, name, what: str) -> None:
+  if frame >= frames:
+    raise motion_lib.MotionError(
+        name, f"reference frame {frame} is out of range: {what} has "
+        f"{frames} frame(s), numbered from 0")
 
 
 @dataclasses.dataclass(frozen=True, eq=False)
@@ -261,29 +333,46 @@ def _rotations(bvh: Bvh, joints) -> np.ndarray:
   return rotations
 
 
+def _position_columns(bvh: Bvh, joint: int):
+  """[(axis 0-2, value column)] of the joint's position channels."""
+  start = bvh.channel_index(joint)
+  return [("xyz".index(c[0].lower()), start + k)
+          for k, c in enumerate(bvh.channels[joint])
+          if c.lower().endswith("position")]
+
+
 def to_source(bvh: Bvh, units_to_m: float, up: str,
               keep: Optional[Iterable[str]] = None) -> retarget.SourceMotion:
   """The BVH as a retargeting source, in metres.
 
+  A joint's position channels replace its OFFSET along their axes in every
+  frame (the root's become ``root_translation``, others ``moving_offsets``).
   With ``keep`` (joint names), only those joints and their ancestors are
   converted, on `retarget.sub_skeleton`.
   """
-  root_channels = [c.lower() for c in bvh.channels[0]]
   offsets = bvh.offsets * units_to_m
-  if all(f"{a}position" in root_channels for a in "xyz"):
-    columns = [root_channels.index(f"{a}position") for a in "xyz"]
-    translation = bvh.values[:, columns] * units_to_m
+  translation = np.zeros((len(bvh.values), 3))
+  root_columns = _position_columns(bvh, 0)
+  if root_columns:
     offsets = offsets.copy()
-    offsets[0] = 0.0  # position channels give the root's position
-  else:
-    translation = np.zeros((len(bvh.values), 3))
+    for axis, column in root_columns:
+      translation[:, axis] = bvh.values[:, column] * units_to_m
+      offsets[0, axis] = 0.0  # the channel gives the root's position
   skeleton = skeleton_lib.Skeleton(bvh.names, bvh.parents, offsets)
   joints = (tuple(range(len(bvh.names))) if keep is None else
             retarget.needed_joints(skeleton, keep))
+  moving = None
+  animated = [(i, _position_columns(bvh, j)) for i, j in enumerate(joints)
+              if j > 0 and _position_columns(bvh, j)]
+  if animated:
+    moving = np.tile(offsets[list(joints)], (len(bvh.values), 1, 1))
+    for i, columns in animated:
+      for axis, column in columns:
+        moving[:, i, axis] = bvh.values[:, column] * units_to_m
   return retarget.SourceMotion(
       skeleton=retarget.sub_skeleton(skeleton, joints),
       local_rotations=_rotations(bvh, joints), root_translation=translation,
-      fps=bvh.fps, up=up)
+      fps=bvh.fps, up=up, moving_offsets=moving)
 
 
 Repair = Callable[[Bvh, str, str], Bvh]
@@ -294,6 +383,10 @@ def load_bvh(path_or_text, joint_map: JointMap, *, clip_id: str,
              repair: Optional[Repair] = None) -> motion_lib.Motion:
   """A BVH clip retargeted to the canonical body at 60 fps, Z up.
 
+  The alignment comes from the joint map's reference pose (default the zero
+  pose); a reference frame counts the file's frame lines from 0, before any
+  repair.
+
   Args:
     path_or_text: a path, or the file's text (with newlines).
     joint_map: from `load_joint_map`.
@@ -303,12 +396,15 @@ def load_bvh(path_or_text, joint_map: JointMap, *, clip_id: str,
       (e.g. `cmu_repair`); it sees every frame.
   """
   path = name or ("<text>" if "\n" in str(path_or_text) else str(path_or_text))
-  if repair is None:
+  reference = joint_map.reference
+  own_frame = reference is not None and reference.bvh is None
+  if repair is None and not own_frame:
     # Skip parsing the frames an exact downsampling drops.
     stride = retarget.exact_stride(_peek_fps(path_or_text, path), retarget.FPS)
-    bvh = parse_bvh(path_or_text, path, stride)
+    raw = bvh = parse_bvh(path_or_text, path, stride)
   else:
-    bvh = repair(parse_bvh(path_or_text, path), clip_id, path)
+    raw = parse_bvh(path_or_text, path)
+    bvh = raw if repair is None else repair(raw, clip_id, path)
     stride = retarget.exact_stride(bvh.fps, retarget.FPS)
     bvh = dataclasses.replace(bvh, values=bvh.values[::stride],
                               frame_time=stride / bvh.fps)
@@ -318,11 +414,52 @@ def load_bvh(path_or_text, joint_map: JointMap, *, clip_id: str,
     raise motion_lib.MotionError(
         path, f"joint map {joint_map.name} names joint(s) {absent} that this "
         f"BVH does not have; it has {list(bvh.names)}")
-  source_motion = to_source(
-      bvh, joint_map.units_to_m, joint_map.up,
-      keep=[s for s in joint_map.joints.values() if s is not None])
+  keep = [s for s in joint_map.joints.values() if s is not None]
+  source_motion = to_source(bvh, joint_map.units_to_m, joint_map.up, keep)
+  plan = None
+  if reference is not None:
+    if own_frame:
+      _check_frame(reference.frame, len(raw.values), path, "this file")
+      row, where = raw.values[reference.frame:reference.frame + 1], "this file"
+    else:
+      _check_same_skeleton(raw, reference.bvh, path, reference.path,
+                           joint_map.name)
+      row, where = reference.bvh.values, reference.path
+    pose = to_source(dataclasses.replace(bvh, values=row), joint_map.units_to_m,
+                     joint_map.up, keep).pose(
+                         0, f"the reference pose (frame {reference.frame} of "
+                         f"{where})")
+    plan = retarget.make_plan(source_motion.skeleton, joint_map.joints,
+                              joint_map.up, path, pose)
   return retarget.retarget(source_motion, joint_map.joints, clip_id=clip_id,
-                           subject=subject, source_name=source, path=path)
+                           subject=subject, source_name=source, path=path,
+                           plan=plan)
+
+
+def _check_same_skeleton(clip: Bvh, reference: Bvh, path, reference_path,
+                         map_name) -> None:
+  """Raises MotionError naming the clip unless both files share a skeleton:
+  joints, parents, channels and OFFSETs (but where position channels replace
+  them)."""
+  def differs(problem):
+    raise motion_lib.MotionError(
+        path, f"the reference file {reference_path} of joint map {map_name} "
+        f"has another skeleton than this file: {problem}")
+
+  if clip.names != reference.names:
+    differs(f"joints {list(reference.names)} there, {list(clip.names)} here")
+  for j, name in enumerate(clip.names):
+    if clip.parents[j] != reference.parents[j]:
+      differs(f"joint {name!r} has another parent")
+    if clip.channels[j] != reference.channels[j]:
+      differs(f"joint {name!r} has CHANNELS {list(reference.channels[j])} "
+              f"there, {list(clip.channels[j])} here")
+    fixed = [a for a in range(3)
+             if a not in dict(_position_columns(clip, j))]
+    if not np.allclose(clip.offsets[j, fixed], reference.offsets[j, fixed],
+                       rtol=1e-6, atol=1e-6):
+      differs(f"joint {name!r} has OFFSET {reference.offsets[j].tolist()} "
+              f"there, {clip.offsets[j].tolist()} here")
 
 
 def _peek_fps(path_or_text, path) -> float:
