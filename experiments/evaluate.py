@@ -11,7 +11,9 @@ sequence and scores it with AGRoL's metrics (memmlp_jax.metrics). Writes
   OUT            results.json: the metrics (mpjre deg; mpjpe, hand/upper/
                  lower/root pe cm; mpjve cm/s; jitter and gt_jitter
                  10^2 m/s^3), sequences, frames, model, params, gflops,
-                 nan_frames, ik, mode, timing, per-sequence scores;
+                 nan_frames, ik, mode, timing, per-sequence scores, the
+                 clips loaded and those skipped ({"clip", "reason"}: a
+                 --bvh_dir file that failed to load, a sequence too short);
   OUT.md         the Markdown table in the paper's column order;
   OUT.png        per-sequence x per-joint position error heatmap (cm),
 and prints the table and a timing line.
@@ -52,7 +54,8 @@ flags.DEFINE_string("prepared_dir", None, "Prepared dataset folder "
 flags.DEFINE_string("body_model", None, "AMASS protocols: SMPL-H model.npz.")
 flags.DEFINE_string("lists_dir", None, "Protocol s1: folder of list files.")
 flags.DEFINE_string("bvh_dir", None, "Evaluate on every .bvh in this folder.")
-flags.DEFINE_string("bvh_map", None, "Joint-map JSON for --bvh_dir.")
+flags.DEFINE_string("bvh_map", None, "Joint-map JSON for --bvh_dir, or a "
+                    "shipped map's name (cmu_bvh, mixamo, generic).")
 flags.DEFINE_bool("ik", False, "Refine rotations by IK towards the position "
                   "branch.")
 flags.DEFINE_bool("offline", False, "AGRoL's offline protocol "
@@ -113,6 +116,8 @@ def main(argv):
     _fail(f"{'--offline' if FLAGS.offline else '--ik'}: {e}")
   skipped = []
   clips, skeleton = _load(skipped)
+  loaded = len(clips)
+  print(f"loaded {loaded} clip(s), {len(skipped)} skipped")
   clips, short = evaluation.scorable(clips)
   skipped += short
   if not clips:
@@ -123,7 +128,8 @@ def main(argv):
       tflite=FLAGS.tflite, lanes=FLAGS.lanes)
   results["timing"] = {"load_s": load_s, **results["timing"],
                        "total_s": time.perf_counter() - started}
-  results.update(source=FLAGS.protocol or FLAGS.bvh_dir, skipped=skipped)
+  results.update(source=FLAGS.protocol or FLAGS.bvh_dir, loaded=loaded,
+                 skipped=skipped)
   title = cfg.name + (" + IK" if FLAGS.ik else "")
   if FLAGS.offline:
     title += " (offline)"

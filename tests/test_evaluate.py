@@ -100,13 +100,21 @@ def test_results_table_and_heatmap(run, clips, tmp_path):
 
 
 def test_cli_prints_table_and_timing(run, bvh_dir, tmp_path):
+  folder = tmp_path / "clips"
+  shutil.copytree(bvh_dir, folder)
+  (folder / "broken.bvh").write_text("HIERARCHY\nROOT Hips\n")
   out = tmp_path / "results.json"
-  result = _cli(f"--workdir={run}", f"--out={out}", f"--bvh_dir={bvh_dir}",
-                f"--bvh_map={bvh.CMU_MAP}")
+  result = _cli(f"--workdir={run}", f"--out={out}", f"--bvh_dir={folder}",
+                "--bvh_map=cmu_bvh")  # a shipped map, by name
   assert result.returncode == 0, result.stderr[-2000:]
   assert "| memmlp41 |" in result.stdout
+  assert "loaded 2 clip(s), 1 skipped" in result.stdout
   assert "timing: 2 sequences" in result.stdout
-  assert json.loads(out.read_text())["source"] == bvh_dir
+  saved = json.loads(out.read_text())
+  assert saved["source"] == str(folder) and saved["loaded"] == 2
+  [skipped] = saved["skipped"]
+  assert skipped["clip"] == "broken.bvh"
+  assert "broken.bvh: no HIERARCHY/MOTION" in skipped["reason"]
   assert (tmp_path / "results.png").exists()
 
 
@@ -118,10 +126,16 @@ def test_cli_bad_input_gets_a_clear_message(run, bvh_dir, tmp_path):
   del data["joints"]["head"]
   no_head = tmp_path / "no_head.json"
   no_head.write_text(json.dumps(data))
+  no_reference = tmp_path / "no_reference.json"
+  no_reference.write_text(json.dumps(
+      {**json.loads(bvh.CMU_MAP.read_text()),
+       "reference": {"bvh": "tpose.bvh", "frame": 0}}))
   cases = [
       ((f"--workdir={untrained}", f"--bvh_map={bvh.CMU_MAP}"),
        "no trained model checkpoint"),
       ((f"--workdir={run}", f"--bvh_map={no_head}"), "no_head.json"),
+      ((f"--workdir={run}", f"--bvh_map={no_reference}"),
+       "no_reference.json: reference file 'tpose.bvh'"),
   ]
   for args, message in cases:
     result = _cli(*args, f"--out={tmp_path / 'r.json'}",
