@@ -52,7 +52,9 @@ flags.DEFINE_float("height", None, "Recordings only: the user's standing "
                    "what the headset reads when standing upright); the body's "
                    "head-to-feet height (1.496 m for the canonical body) is "
                    "scaled to it.")
-flags.DEFINE_string("bvh_map", None, "Joint-map JSON for a .bvh input.")
+flags.DEFINE_string("bvh_map", None, "Joint-map JSON for a .bvh input, or a "
+                    "shipped map's name (cmu_bvh, mixamo, generic); see "
+                    "docs/user_guide.md.")
 flags.DEFINE_string("asf", None, "Skeleton (.asf) for an .amc input.")
 flags.DEFINE_float("amc_fps", 120.0, "Frame rate of an .amc input.")
 flags.DEFINE_string("body_model", None, "SMPL-H model.npz: needed for AMASS "
@@ -110,7 +112,8 @@ def load_mocap(path: str) -> motion_lib.Motion:
   if extension == ".bvh":
     from memmlp_jax.data import bvh  # pylint: disable=g-import-not-at-top
     if not FLAGS.bvh_map:
-      raise app.UsageError("a .bvh input needs --bvh_map (joint-map JSON)")
+      raise app.UsageError("a .bvh input needs --bvh_map (a joint-map JSON "
+                           f"or one of {sorted(bvh.PRESETS)})")
     return bvh.load_bvh(path, bvh.load_joint_map(FLAGS.bvh_map), **ids)
   if extension == ".amc":
     from memmlp_jax.data import asfamc  # pylint: disable=g-import-not-at-top
