@@ -27,6 +27,7 @@ from absl import logging
 import numpy as np
 
 from memmlp_jax import geometry
+from memmlp_jax import hand_ik
 from memmlp_jax import host_memory
 from memmlp_jax import metrics
 from memmlp_jax import rollout
@@ -80,6 +81,9 @@ flags.DEFINE_enum("bvh_units", "m", sorted(bvh_writer.UNITS_PER_M),
 flags.DEFINE_enum("bvh_order", "ZYX", list(bvh_writer.ROTATION_ORDERS),
                   "Rotation channel order of the written BVH.")
 flags.DEFINE_enum("bvh_up", "y", ["y", "z"], "Up axis of the written BVH.")
+flags.DEFINE_bool("pin_hands", False, "Pin the wrists to the tracked ones "
+                  "(two-bone IK on shoulder, elbow and wrist after the model, "
+                  "memmlp_jax/hand_ik.py).")
 
 _MOCAP_EXTENSIONS = (".bvh", ".amc", ".npz")
 
@@ -247,6 +251,8 @@ def main(argv):
     rot6d, lost = predict(FLAGS.workdir, rotations, positions, body, scale)
   except FileNotFoundError as e:
     sys.exit(f"error: --workdir {FLAGS.workdir}: {e}")
+  if FLAGS.pin_hands:
+    rot6d = hand_ik.pin_sequence(rot6d, rotations[1:], positions[1:], body)
   predicted = time.perf_counter()
 
   name = os.path.splitext(os.path.basename(FLAGS.input))[0]
