@@ -6,7 +6,10 @@ r"""Prepares a protocol's train/test features as a memory-mappable dataset.
 
 AMASS protocols take the AMASS root as --data_dir and the user's SMPL-H
 male model as --body_model (s1 also --lists_dir, e.g.
-../shared/protocols/amass_s1). A second run on unchanged sources reuses the
+../shared/protocols/amass_s1). --protocol=bvh takes a folder of the user's
+own BVH files as --data_dir and their joint map as --bvh_map (a JSON file or
+a shipped map's name, docs/user_guide.md); its train/test split is by file,
+seeded by --split_seed, and written to the prepared folder's manifest. A second run on unchanged sources reuses the
 prepared folder. When the free CMU clips are absent from --data_dir they
 are downloaded from the CMU site first.
 """
@@ -42,6 +45,12 @@ _BODY_MODEL = flags.DEFINE_string(
 _LISTS_DIR = flags.DEFINE_string(
     "lists_dir", None, "Protocol s1: folder of the <Subset>_train/test.txt "
     "lists, e.g. ../shared/protocols/amass_s1.")
+_BVH_MAP = flags.DEFINE_string(
+    "bvh_map", None, "Protocol bvh: the joint map (JSON file, or cmu_bvh, "
+    "mixamo, generic).")
+_SPLIT_SEED = flags.DEFINE_integer(
+    "split_seed", protocols.BVH_SEED, "Protocol bvh: seed of the split by "
+    "file.")
 _WORKERS = flags.DEFINE_integer("workers", 2, "Clip-loading processes.")
 _DOWNLOAD = flags.DEFINE_bool(
     "download", True, "free: fetch the CMU clips from the CMU site if absent.")
@@ -105,7 +114,7 @@ def _render_preview(out_dir: str, clip_id: str, gif_path: str):
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
-  if _PROTOCOL.value != "free" and not _BODY_MODEL.value:
+  if _PROTOCOL.value in ("s1", "s2", "s3") and not _BODY_MODEL.value:
     raise app.UsageError(f"--protocol={_PROTOCOL.value} needs --body_model "
                          "(the SMPL-H male model.npz)")
   start = time.perf_counter()
@@ -113,6 +122,7 @@ def main(argv):
     out_dir = prepared.ensure_prepared(
         _PROTOCOL.value, _DATA_DIR.value, _OUT.value,
         body_model=_BODY_MODEL.value, lists_dir=_LISTS_DIR.value,
+        bvh_map=_BVH_MAP.value, split_seed=_SPLIT_SEED.value,
         workers=_WORKERS.value, progress=_ProgressBar(),
         fetch_missing=_DOWNLOAD.value, cmu_base_url=_CMU_URL.value)
     manifest = prepared.load_manifest(out_dir)

@@ -3,10 +3,16 @@ r"""Trains a model: VQ-VAE (stage 1), then Mem-MLP with it frozen (stage 2).
   python -m experiments.train --flagfile=experiments/flags/free.flags
   python -m experiments.train --flagfile=s1.flags \
       --data_dir=/data/amass --body_model=/models/smplh/male/model.npz
+  python -m experiments.train --protocol=bvh --data_dir=MY_BVH \
+      --bvh_map=MAP.json --init_from=runs/memmlp41 --workdir=runs/mine
 
 The protocol's data is prepared on first use (cached in --prepared_dir).
 Training resumes from the latest checkpoint in --workdir; a workdir that
-holds a run of another configuration is refused. Multi-host: start the same
+holds a run of another configuration is refused. --protocol=bvh trains on a
+folder of one's own BVH files (--bvh_map, split by file with --split_seed);
+--init_from=RUN fine-tunes RUN's trained model on it (same --model and
+overrides; stage 1 is skipped, RUN's VQ part kept frozen; the loss weights
+start afresh). Multi-host: start the same
 command on every host with --coordinator_address, --num_processes and
 --process_id (jax.distributed.initialize). See docs/training.md.
 """
@@ -20,6 +26,7 @@ from absl import logging
 import jax
 
 from memmlp_jax import host_memory
+from memmlp_jax import losses
 from memmlp_jax import train
 from memmlp_jax.data import dataset
 from memmlp_jax.data import prepared
@@ -45,6 +52,15 @@ _LISTS_DIR = flags.DEFINE_string(
 _PREPARED_DIR = flags.DEFINE_string(
     "prepared_dir", None,
     "Prepared dataset cache (default prepared/<protocol>).")
+_BVH_MAP = flags.DEFINE_string(
+    "bvh_map", None, "Protocol bvh: the joint map (JSON file, or cmu_bvh, "
+    "mixamo, generic).")
+_SPLIT_SEED = flags.DEFINE_integer(
+    "split_seed", protocols.BVH_SEED, "Protocol bvh: seed of the split by "
+    "file.")
+_INIT_FROM = flags.DEFINE_string(
+    "init_from", None, "A trained run (workdir) whose model stage 2 starts "
+    "from: fine-tuning.")
 _WORKERS = flags.DEFINE_integer("workers", 2, "Processes preparing data.")
 _MODEL = flags.DEFINE_enum("model", "memmlp41", configs.NAMES, "Model.")
 _OVERRIDES = flags.DEFINE_multi_string(
@@ -130,6 +146,27 @@ def _check_inputs():
       raise app.UsageError(f"--body_model {_BODY_MODEL.value}: file not found")
   if _PROTOCOL.value == "s1" and not os.path.isdir(_LISTS_DIR.value):
     raise app.UsageError(f"--lists_dir {_LISTS_DIR.value}: folder not found")
+  if _PROTOCOL.value == "bvh" and not _BVH_MAP.value:
+    raise app.UsageError("protocol bvh needs --bvh_map (a joint-map JSON, or "
+                         "cmu_bvh, mixamo, generic)")
+
+
+def _start_params(config: train.RunConfig):
+  """Stage 2's starting params from --init_from's run, or None."""
+  if not _INIT_FROM.value:
+    return None
+  if config.stage == "vqvae":
+    raise app.UsageError("--init_from starts stage 2; drop --stage=vqvae")
+  try:
+    cfg, params = train.restore(_INIT_FROM.value)
+  except (FileNotFoundError, OSError, ValueError, KeyError) as e:
+    raise app.UsageError(f"--init_from {_INIT_FROM.value}: cannot restore a "
+                         f"trained model ({e})") from None
+  if cfg != config.model:
+    raise app.UsageError(
+        f"--init_from {_INIT_FROM.value}: its model is {cfg}, this run's "
+        f"{config.model}; give the same --model and --model_override")
+  return {"model": params, "loss": losses.init_log_vars(cfg)}
 
 
 def _quiet_orbax():
@@ -155,6 +192,7 @@ def main(argv):
   except ValueError as e:
     raise app.UsageError(str(e)) from None
   _quiet_orbax()
+  start_params = _start_params(config)
   prepared_dir = _PREPARED_DIR.value or os.path.join("prepared",
                                                      _PROTOCOL.value)
   try:
@@ -162,10 +200,12 @@ def main(argv):
         _PROTOCOL.value, _DATA_DIR.value, prepared_dir,
         body_model=_BODY_MODEL.value,
         lists_dir=_LISTS_DIR.value if _PROTOCOL.value == "s1" else None,
+        bvh_map=_BVH_MAP.value, split_seed=_SPLIT_SEED.value,
         workers=_WORKERS.value, fetch_missing=False, log=logging.info)
     train_split = prepared.load_split(prepared_dir, "train")
     test_split = prepared.load_split(prepared_dir, "test")
-    train.train(config, _WORKDIR.value, train_split, test_split)
+    train.train(config, _WORKDIR.value, train_split, test_split,
+                start_params=start_params)
   except dataset.WindowError as e:
     raise SystemExit(f"error: {prepared_dir}: {e} (is --data_dir "
                      f"{_DATA_DIR.value} the right folder?)") from None

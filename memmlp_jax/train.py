@@ -493,9 +493,13 @@ class Stage:
 
 
 def build_stage(kind: str, config: RunConfig, train_split,
-                vq_params=None) -> Stage:
+                vq_params=None, start_params=None) -> Stage:
+  """One stage; stage 2 starts from ``start_params`` when given."""
   cfg = config.model
   rng = jax.random.PRNGKey(config.seed)
+  if kind == "memmlp" and start_params is not None:
+    return Stage(kind, configs.build(cfg), config.steps, config.batch_size,
+                 memmlp_optimizer(config), lambda: start_params)
   # Jitted: op-by-op initialisation compiles every small op on its own.
   if kind == "vqvae":
     sampler = dataset.WindowSampler(train_split, cfg.window,
@@ -598,16 +602,23 @@ def _evaluator(stage: Stage, config: RunConfig, test_split, mesh: Mesh):
 
 
 def train(config: RunConfig, workdir: str, train_split, test_split=None,
-          mesh: Mesh | None = None):
-  """Runs the configured stages; returns the last stage's params."""
+          mesh: Mesh | None = None, start_params=None):
+  """Runs the configured stages; returns the last stage's params.
+
+  ``start_params`` ({"model", "loss"}, e.g. a trained run's) fine-tunes:
+  stage 2 starts from them and stage 1 is skipped, their VQ part frozen.
+  """
   check_workdir(workdir, config)
   save_config(workdir, config)
   vq_params = None
   params = None
   for kind in config.stages():
-    if kind == "memmlp" and config.model.uses_vq and vq_params is None:
+    if start_params is not None and kind == "vqvae":
+      continue
+    if (kind == "memmlp" and config.model.uses_vq and vq_params is None
+        and start_params is None):
       vq_params = trained_vq(config, workdir, train_split)
-    stage = build_stage(kind, config, train_split, vq_params)
+    stage = build_stage(kind, config, train_split, vq_params, start_params)
     t0 = time.time()
     params = run_stage(stage, config, workdir, train_split, test_split, mesh)
     logging.info("%s: done in %.1f s", kind, time.time() - t0)

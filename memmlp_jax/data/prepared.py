@@ -3,7 +3,10 @@
 Layout of a prepared folder DIR (docs/CONTRACT.md, "Prepared datasets"):
 
   manifest.json   {"protocol", "fps": 60, "train": {"clips", "frames"},
-                   "test": {...}, "skipped": [{"clip", "reason"}]}
+                   "test": {...}, "skipped": [{"clip", "reason"}]}, and for
+                  the bvh protocol "split": {"folder", "map", "seed",
+                  "test_fraction", "by": "file", "train": [clip ids],
+                  "test": [...]}
   {train,test}/sparse.npy (F, 54), rot6d.npy (F, 132), pos.npy (F, 66)
                   float32, every clip's rows one after another
   {train,test}/clips.tsv  clip_id, subject, start, length (rows of the arrays)
@@ -247,6 +250,8 @@ def write_prepared(protocol: protocols.Protocol, results: dict, out_dir: str,
   skeleton = loaded[0].skeleton if loaded else skeleton_lib.SMPL_NEUTRAL
   skipped = [{"clip": c, "reason": r} for c, r in protocol.missing]
   manifest = {"protocol": protocol.name, "fps": FPS}
+  if protocol.split_info:
+    manifest["split"] = dict(protocol.split_info)
   for name in protocols.SPLITS:
     manifest[name] = _write_split(os.path.join(tmp_dir, name),
                                   protocol.split(name), results, skipped)
@@ -272,6 +277,8 @@ def cache_key(protocol: protocols.Protocol) -> str:
   """Digest of what the prepared numbers depend on."""
   digest = hashlib.sha256()
   digest.update(f"{FORMAT_VERSION}\t{protocol.name}\n".encode())
+  if protocol.split_info:
+    digest.update(json.dumps(protocol.split_info, sort_keys=True).encode())
   for path in sorted(protocol.sources):
     stat = os.stat(path)
     digest.update(f"{os.path.abspath(path)}\t{stat.st_size}\t"
@@ -298,6 +305,8 @@ def _cached_key(out_dir: str) -> str | None:
 def ensure_prepared(protocol: str, data_dir: str, out_dir: str, *,
                     body_model: str | None = None,
                     lists_dir: str | None = None,
+                    bvh_map: str | None = None,
+                    split_seed: int = protocols.BVH_SEED,
                     workers: int = 2,
                     progress: Progress | None = None,
                     fetch_missing: bool = True,
@@ -311,6 +320,7 @@ def ensure_prepared(protocol: str, data_dir: str, out_dir: str, *,
     out_dir: the prepared folder to write or reuse.
     body_model: the SMPL-H male model.npz (AMASS protocols).
     lists_dir: the folder of the s1 list files.
+    bvh_map, split_seed: the bvh protocol's joint map and split seed.
     workers: processes that load clips in parallel.
     progress: called after each clip.
     fetch_missing: for "free", download the CMU ASF/AMC clips from CMU when
@@ -325,7 +335,7 @@ def ensure_prepared(protocol: str, data_dir: str, out_dir: str, *,
   if protocol == "free" and fetch_missing:
     download.ensure_cmu_asfamc(data_dir, cmu_base_url, log=log)
   args = dict(name=protocol, data_dir=data_dir, body_model=body_model,
-              lists_dir=lists_dir)
+              lists_dir=lists_dir, bvh_map=bvh_map, split_seed=split_seed)
   built = protocols.build(**args)
   key = cache_key(built)
   if _cached_key(out_dir) == key:

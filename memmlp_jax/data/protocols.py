@@ -8,6 +8,9 @@
   from a folder the user names (``<Subset>_train.txt`` / ``_test.txt``).
 - ``s2``: AMASS, train on twelve subsets, test on HumanEva and Transitions.
 - ``s3``: all AMASS clips found, a seeded 90/10 random split.
+- ``bvh``: every BVH file in a folder of the user's (plain or zipped, see
+  `bvh.iter_clips`) with a joint map, split 90/10 by file, seeded; the split
+  lands in the prepared folder's manifest. For training on one's own capture.
 
 A protocol lists clips as `ClipRef`s whose ``load()`` returns a Motion; the
 loading itself happens in `prepared`. Clips a protocol names but the data
@@ -27,7 +30,7 @@ from memmlp_jax.data import asfamc
 from memmlp_jax.data import bvh
 from memmlp_jax.data import motion as motion_lib
 
-NAMES = ("free", "s1", "s2", "s3")
+NAMES = ("free", "s1", "s2", "s3", "bvh")
 SPLITS = ("train", "test")
 TEST_FRACTION = 0.1
 FREE_SEED = 0
@@ -58,6 +61,7 @@ S2_TRAIN = ("CMU", "MPI_Limits", "TotalCapture", "Eyes_Japan_Dataset", "KIT",
 S2_TEST = ("HumanEva", "Transitions_mocap")
 S1_SUBSETS = ("CMU", "BioMotionLab_NTroje", "MPI_HDM05")
 S3_SEED = 0
+BVH_SEED = 0
 
 
 @dataclasses.dataclass(frozen=True)
@@ -79,12 +83,15 @@ class Protocol:
       data folder lacks.
     sources: the files the prepared data depends on (their sizes and
       modification times key the cache).
+    split_info: how a split made at preparation time was made (seed,
+      fraction, clip lists), recorded in the manifest; empty for the others.
   """
   name: str
   train: tuple[ClipRef, ...]
   test: tuple[ClipRef, ...]
   missing: tuple[tuple[str, str], ...]
   sources: tuple[str, ...]
+  split_info: Mapping = dataclasses.field(default_factory=dict)
 
   def split(self, name: str) -> tuple[ClipRef, ...]:
     return {"train": self.train, "test": self.test}[name]
@@ -356,11 +363,61 @@ def s3(data_dir: str, body_model_path: str, seed: int = S3_SEED) -> Protocol:
   return _amass_protocol("s3", data_dir, body_model_path, split, [])
 
 
+# --- A folder of the user's BVH files ----------------------------------------
+
+
+def bvh_folder(data_dir: str, bvh_map: str, seed: int = BVH_SEED) -> Protocol:
+  """Every BVH under `data_dir`, read with the joint map `bvh_map` (a file
+  or a shipped map's name), split by file: a seeded permutation of the
+  sorted clip ids, round(10%) of them (at least one of two or more) to test.
+  """
+  try:
+    joint_map = bvh.load_joint_map(bvh_map)
+    clips = list(bvh.iter_clips(data_dir, joint_map, source="bvh"))
+  except motion_lib.MotionError as e:
+    raise ProtocolError(str(e)) from None
+  by_id = {}
+  for clip in clips:
+    if clip.clip_id in by_id:
+      raise ProtocolError(
+          f"{data_dir}: two files are clip {clip.clip_id!r} (clips are named "
+          "by file name); rename one")
+    by_id[clip.clip_id] = clip
+  if not by_id:
+    raise ProtocolError(f"{data_dir}: no .bvh files (plain or in zips)")
+  ids = sorted(by_id)
+  order = np.random.default_rng(seed).permutation(len(ids))
+  num_test = max(int(round(TEST_FRACTION * len(ids))), int(len(ids) >= 2))
+  split = {"test": sorted(ids[i] for i in order[:num_test]),
+           "train": sorted(ids[i] for i in order[num_test:])}
+  refs = {name: tuple(ClipRef(c, by_id[c].subject, by_id[c].load)
+                      for c in split[name]) for name in SPLITS}
+  map_file = str(bvh.PRESETS.get(bvh_map, bvh_map)
+                 if not os.path.isfile(bvh_map) else bvh_map)
+  sources = [map_file] + sorted(
+      os.path.join(root, f) for root, _, files in os.walk(data_dir)
+      for f in files if f.lower().endswith((".bvh", ".zip")))
+  if joint_map.reference is not None and joint_map.reference.path:
+    sources.append(joint_map.reference.path)
+  info = {"folder": data_dir, "map": bvh_map, "seed": seed,
+          "test_fraction": TEST_FRACTION, "by": "file", **split}
+  return Protocol("bvh", refs["train"], refs["test"], (), tuple(sources),
+                  info)
+
+
 def build(name: str, data_dir: str, *, body_model: str | None = None,
-          lists_dir: str | None = None) -> Protocol:
-  """The protocol `name` over `data_dir`."""
+          lists_dir: str | None = None, bvh_map: str | None = None,
+          split_seed: int = BVH_SEED) -> Protocol:
+  """The protocol `name` over `data_dir` (``bvh``: with ``bvh_map`` and
+  ``split_seed``)."""
   if not os.path.isdir(data_dir):
     raise ProtocolError(f"{data_dir}: data folder not found")
+  if name == "bvh":
+    if not bvh_map:
+      raise ProtocolError("protocol bvh needs a joint map (--bvh_map: a "
+                          "JSON file or one of "
+                          f"{sorted(bvh.PRESETS)})")
+    return bvh_folder(data_dir, bvh_map, split_seed)
   if name == "free":
     return free(data_dir)
   if name == "s1":
