@@ -24,6 +24,7 @@ import time
 from absl import app
 from absl import flags
 import jax
+import jax.numpy as jnp
 
 from memmlp_jax import host_memory
 from memmlp_jax import losses
@@ -45,7 +46,8 @@ def random_batch(cfg: configs.ModelConfig, batch: int, rng: jax.Array):
   shape = (batch, cfg.window + 1)
   return {"sparse": jax.random.normal(keys[0], shape + (configs.SPARSE_DIM,)),
           "rot6d": jax.random.normal(keys[1], shape + (configs.ROT6D_DIM,)),
-          "pos": jax.random.normal(keys[2], shape + (configs.POS_DIM,))}
+          "pos": jax.random.normal(keys[2], shape + (configs.POS_DIM,)),
+          "clip_frame": jnp.full((batch,), cfg.window, jnp.int32)}
 
 
 def _flops(compiled) -> float:
@@ -59,13 +61,13 @@ def measure(name: str, batch: int, repeats: int, warmup: int) -> dict:
   cfg = configs.get_config(name)
   rng = jax.random.PRNGKey(0)
   model, variables = configs.init(cfg, rng)
-  optimizer = train.memmlp_optimizer(
-      train.RunConfig(model=cfg, batch_size=batch))
+  config = train.RunConfig(model=cfg, batch_size=batch)
+  optimizer = train.memmlp_optimizer(config)
   state = train.init_state(
       {"model": variables["params"], "loss": losses.init_log_vars(cfg)},
       optimizer)
-  step = jax.jit(train.make_train_step("memmlp", model, cfg, optimizer,
-                                       seed=0, skeleton=skeleton.SMPL_NEUTRAL),
+  step = jax.jit(train.make_train_step("memmlp", model, config, optimizer,
+                                       skeleton=skeleton.SMPL_NEUTRAL),
                  donate_argnums=0)
   data = random_batch(cfg, batch, rng)
   compiled = step.lower(state, data).compile()

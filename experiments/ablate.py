@@ -2,14 +2,20 @@ r"""Trains and evaluates model variants with one budget; writes ablation tables.
 
   python -m experiments.ablate --flagfile=experiments/flags/ablate.flags
 
-Each --variant is "label:model[:field=value...]" (a named config of
-memmlp_jax.models.configs with ablation fields overridden, values as Python
-literals), e.g. "no_memory:memmlp41:use_memory=False". Every variant trains
-with the same budget (--steps, --batch_size, --vq_steps, ...) in
-WORKDIR/<label>, then is evaluated online on the protocol's test split
-(experiments.evaluate) into WORKDIR/<label>/results.json (+ .md, .png).
+Each --variant is "label:model[:field=value...]": a named config of
+memmlp_jax.models.configs with fields overridden (values as Python literals),
+e.g. "no_memory:memmlp41:use_memory=False". A field may also be one of the
+training recipe's (RECIPE_FIELDS of memmlp_jax.train.RunConfig), e.g.
+"own:memmlp41:memory_source='own'", or a peer's own optimizer. Every
+variant trains with the same budget (--steps, --batch_size, --vq_steps, ...)
+for every seed of --seeds, in WORKDIR/<label> (one seed) or
+WORKDIR/<label>/seed_<s>, then is evaluated online on the protocol's test
+split (experiments.evaluate) into results.json (+ .md, .png) there.
 Each --table is "Title:label,label,..." and becomes one Markdown table of
---out, in the paper's column order; without --table, one table lists all.
+--out, in the paper's column order, once per average (AGRoL's per-sequence
+mean, frame-weighted, frames from T-1 on); without --table, one table lists
+all. With several seeds a cell is "mean ± sample standard deviation", and
+WORKDIR/ablation.json holds every seed's numbers.
 
 Resumable: a variant whose results.json exists for the same run
 configuration is skipped; an interrupted one resumes from its latest
@@ -24,6 +30,7 @@ import time
 from absl import app
 from absl import flags
 from absl import logging
+import numpy as np
 
 from memmlp_jax import evaluation
 from memmlp_jax import host_memory
@@ -55,7 +62,8 @@ flags.DEFINE_integer("vq_steps", 400, "VQ-VAE steps (variants with a code).")
 flags.DEFINE_integer("vq_batch_size", 256, "VQ-VAE batch.")
 flags.DEFINE_list("augment", [], "Training augmentations: yaw, mirror "
                   "(or none).")
-flags.DEFINE_integer("seed", 0, "Seed of every variant.")
+flags.DEFINE_list("seeds", ["0"], "Seeds; every variant trains once per "
+                  "seed.")
 flags.DEFINE_integer("checkpoint_every", 100, "Checkpoint period (steps).")
 flags.DEFINE_integer("log_every", 50, "Logging period (steps).")
 flags.DEFINE_bool("ik", False, "Also evaluate multi-head variants with IK.")
@@ -65,10 +73,18 @@ def results_name(use_ik: bool) -> str:
   return "results_ik.json" if use_ik else "results.json"
 
 
+# Training-recipe fields a variant may set (the rest of the budget is shared).
+RECIPE_FIELDS = ("memory_source", "memory_noise", "start_share",
+                 "loss_weight_lr", "optimizer", "learning_rate",
+                 "final_learning_rate", "weight_decay", "vq_augment",
+                 "vq_weight_decay")
+
+
 @dataclasses.dataclass(frozen=True)
 class Variant:
   label: str
   model: configs.ModelConfig
+  recipe: tuple[tuple[str, object], ...] = ()
 
 
 def parse_variant(spec: str) -> Variant:
@@ -78,8 +94,11 @@ def parse_variant(spec: str) -> Variant:
     raise app.UsageError(f"--variant {spec!r}: expected "
                          "label:model[:field=value...]")
   try:
-    return Variant(parts[0], configs.get_config(
-        parts[1], **configs.parse_overrides(parts[2:])))
+    overrides = configs.parse_overrides(parts[2:])
+    recipe = tuple((k, overrides.pop(k)) for k in RECIPE_FIELDS
+                   if k in overrides)
+    return Variant(parts[0], configs.get_config(parts[1], **overrides),
+                   recipe)
   except (ValueError, TypeError) as e:
     raise app.UsageError(f"--variant {spec!r}: {e}") from None
 
@@ -96,16 +115,16 @@ def parse_table(spec: str, labels) -> tuple[str, list[str]]:
   return title, rows
 
 
-def run_config(model: configs.ModelConfig) -> train.RunConfig:
-  """The one budget every variant trains with."""
+def run_config(variant: Variant, seed: int) -> train.RunConfig:
+  """The one budget every variant trains with, and the variant's recipe."""
   return train.RunConfig(
-      model=model, protocol=FLAGS.protocol, steps=FLAGS.steps,
-      batch_size=FLAGS.batch_size, seed=FLAGS.seed, decay_at=FLAGS.decay_at,
+      model=variant.model, protocol=FLAGS.protocol, steps=FLAGS.steps,
+      batch_size=FLAGS.batch_size, seed=seed, decay_at=FLAGS.decay_at,
       augment=tuple(a for a in FLAGS.augment if a != "none"),
       vq_steps=FLAGS.vq_steps,
       vq_batch_size=FLAGS.vq_batch_size,
       checkpoint_every=FLAGS.checkpoint_every, log_every=FLAGS.log_every,
-      eval_every=FLAGS.steps, eval_batches=0)
+      eval_every=FLAGS.steps, eval_batches=0, **dict(variant.recipe))
 
 
 def finished(results_path: str, config: train.RunConfig) -> dict | None:
@@ -114,9 +133,8 @@ def finished(results_path: str, config: train.RunConfig) -> dict | None:
     return None
   with open(results_path, encoding="utf-8") as f:
     results = json.load(f)
-  # Compared as JSON, where tuples come back as lists.
-  expected = json.loads(json.dumps(config.to_json()))
-  return results if results.get("run_config") == expected else None
+  saved = results.get("run_config")
+  return results if saved and train.same_run(saved, config) else None
 
 
 def run_variant(variant: Variant, config: train.RunConfig, workdir: str,
@@ -137,12 +155,64 @@ def run_variant(variant: Variant, config: train.RunConfig, workdir: str,
   return results
 
 
+AVERAGES = (("per-sequence mean (AGRoL's)", None),
+            ("frame-weighted", "frame_weighted"),
+            ("frames from T-1 on", "from_window"))
+
+
+def _average(result: dict, key: str | None) -> dict | None:
+  return result if key is None else result.get(key)
+
+
+def seed_summary(per_seed: list[dict], key: str | None) -> dict | None:
+  """{"mean": {...}, "std": {...}, "seeds": n} of one average over seeds."""
+  values = [_average(r, key) for r in per_seed]
+  if not values or any(v is None for v in values):
+    return None
+  columns = metrics.COLUMNS + ("gt_jitter",)
+  stack = {c: np.array([v[c] for v in values]) for c in columns}
+  return {"mean": {c: float(x.mean()) for c, x in stack.items()},
+          "std": {c: float(x.std(ddof=1)) if len(x) > 1 else 0.0
+                  for c, x in stack.items()},
+          "seeds": len(values)}
+
+
+def seed_table(rows: dict[str, list[dict]], key: str | None) -> str:
+  """A Markdown table; cells are mean ± sample std over seeds when n > 1."""
+  header = ("| Method | " + " | ".join(metrics.HEADERS[c] for c in
+                                        metrics.COLUMNS) + " |")
+  lines = [header, "| --- |" + " --- |" * len(metrics.COLUMNS)]
+  for name, per_seed in rows.items():
+    summary = seed_summary(per_seed, key)
+    if summary is None:
+      continue
+    cells = [f"{summary['mean'][c]:.2f}" + (
+        f" ± {summary['std'][c]:.2f}" if summary["seeds"] > 1 else "")
+             for c in metrics.COLUMNS]
+    lines.append(f"| {name} | " + " | ".join(cells) + " |")
+  return "\n".join(lines)
+
+
 def tables_markdown(tables, results, budget: str) -> str:
+  """`results`: label -> list of per-seed results."""
   parts = [f"# Ablations\n\n{budget}\n"]
   for title, rows in tables:
-    parts.append(f"## {title}\n\n" + metrics.markdown_table(
-        {r: results[r] for r in rows if r in results}) + "\n")
+    for average, key in AVERAGES:
+      table = seed_table({r: results[r] for r in rows if r in results}, key)
+      parts.append(f"## {title} — {average}\n\n{table}\n")
   return "\n".join(parts)
+
+
+def summary_json(results) -> dict:
+  """label -> every seed's results and their mean/std per average."""
+  return {label: {"seeds": [r["run_config"]["seed"] for r in per_seed],
+                  **{key or "per_sequence": seed_summary(per_seed, key)
+                     for _, key in AVERAGES},
+                  "per_seed": [{k: r[k] for k in metrics.COLUMNS
+                                + ("gt_jitter", "frame_weighted",
+                                   "from_window") if k in r}
+                               for r in per_seed]}
+          for label, per_seed in results.items()}
 
 
 def _splits():
@@ -179,41 +249,56 @@ def main(argv):
   tables = [parse_table(t, labels) for t in FLAGS.table] or [
       ("All variants", labels)]
   try:
-    configs_by_label = {v.label: run_config(v.model) for v in variants}
-  except ValueError as e:
+    seeds = [int(s) for s in FLAGS.seeds]
+  except ValueError:
+    raise app.UsageError(f"--seeds {FLAGS.seeds}: not integers") from None
+  if not seeds or len(set(seeds)) != len(seeds) or min(seeds) < 0:
+    raise app.UsageError(f"--seeds {FLAGS.seeds}: give distinct seeds >= 0")
+  try:
+    configs_by_label = {v.label: {s: run_config(v, s) for s in seeds}
+                        for v in variants}
+  except (ValueError, TypeError) as e:
     raise app.UsageError(str(e)) from None
   train_split, clips, skeleton = _splits()
   results = {}
   for variant in variants:
-    config = configs_by_label[variant.label]
-    workdir = os.path.join(FLAGS.workdir, variant.label)
     with_ik = [False, True] if (FLAGS.ik and
                                 variant.model.predicts_positions) else [False]
-    for use_ik in with_ik:
-      label = variant.label + ("+ik" if use_ik else "")
-      done = finished(os.path.join(workdir, results_name(use_ik)), config)
-      if done is not None:
-        print(f"{label}: finished earlier, skipping")
-        results[label] = done
-        continue
-      print(f"{label}: training and evaluating")
-      try:
-        results[label] = run_variant(variant, config, workdir, train_split,
-                                     clips, skeleton, use_ik)
-      except train.ConfigMismatchError as e:
-        raise app.UsageError(f"{label}: {e}") from None
+    for seed in seeds:
+      config = configs_by_label[variant.label][seed]
+      workdir = os.path.join(FLAGS.workdir, variant.label)
+      if len(seeds) > 1:
+        workdir = os.path.join(workdir, f"seed_{seed}")
+      for use_ik in with_ik:
+        label = variant.label + ("+ik" if use_ik else "")
+        name = label + (f" (seed {seed})" if len(seeds) > 1 else "")
+        done = finished(os.path.join(workdir, results_name(use_ik)), config)
+        if done is not None:
+          print(f"{name}: finished earlier, skipping")
+        else:
+          print(f"{name}: training and evaluating")
+          try:
+            done = run_variant(variant, config, workdir, train_split, clips,
+                               skeleton, use_ik)
+          except train.ConfigMismatchError as e:
+            raise app.UsageError(f"{name}: {e}") from None
+        results.setdefault(label, []).append(done)
   ik_rows = [label for label in results if label.endswith("+ik")]
   if ik_rows:
     tables.append(("With IK refinement", ik_rows))
   budget = (f"Every variant: {FLAGS.steps} steps at batch {FLAGS.batch_size} "
             f"(VQ-VAE {FLAGS.vq_steps} steps at batch {FLAGS.vq_batch_size} "
-            f"where used), seed {FLAGS.seed}, protocol {FLAGS.protocol}; "
+            f"where used), seeds {', '.join(map(str, seeds))}, protocol "
+            f"{FLAGS.protocol}; "
             f"online rollout on {len(clips)} test sequences.")
   out = FLAGS.out or os.path.join(FLAGS.workdir, "ablation.md")
   text = tables_markdown(tables, results, budget)
   os.makedirs(os.path.dirname(os.path.abspath(out)), exist_ok=True)
   with open(out, "w", encoding="utf-8") as f:
     f.write(text)
+  with open(os.path.join(FLAGS.workdir, "ablation.json"), "w",
+            encoding="utf-8") as f:
+    json.dump(summary_json(results), f, indent=1)
   print(text)
 
 

@@ -182,7 +182,10 @@ def evaluate(cfg, params, clips, skeleton, *, use_ik: bool = False,
     lanes: sequences the rollout runs in parallel.
 
   Returns:
-    (results, rows): the averaged metrics with sequences, frames, model,
+    (results, rows): the averaged metrics (AGRoL's per-sequence means at
+    the top level, "frame_weighted" pooled over frames, "from_window" over
+    the frames from T - 1 on, or None when no sequence is that long) with
+    sequences, frames, model,
     params, gflops, nan_frames, ik, offline, mode and timing; and one row
     per clip with its metrics, ``per_joint`` errors and ``nan_frames``.
   """
@@ -215,9 +218,16 @@ def evaluate(cfg, params, clips, skeleton, *, use_ik: bool = False,
                                       clip.pos[:, HEAD_COLUMNS], skeleton)
     scores["nan_frames"] = int(np.sum(pose["lost"]))
     rows.append({"clip": clip.name, "frames": len(clip.sparse), **scores})
+  from_window = window_rows(clips, poses, skeleton, cfg.window)
   timing["metrics_s"] = time.perf_counter() - start
   results = {
-      **metrics.average(rows), "sequences": len(clips),
+      **metrics.average(rows),
+      "frame_weighted": metrics.frame_weighted(rows),
+      "from_window": ({**metrics.average(from_window),
+                       "sequences": len(from_window),
+                       "first_frame": cfg.window - 1}
+                      if from_window else None),
+      "sequences": len(clips),
       "frames": int(sum(len(c.sparse) for c in clips)), "model": cfg.name,
       "params": int(sum(np.size(x) for x in jax.tree.leaves(params))),
       "gflops": gflops(cfg, variables),
@@ -225,6 +235,36 @@ def evaluate(cfg, params, clips, skeleton, *, use_ik: bool = False,
       "ik": use_ik, "offline": offline,
       "mode": mode_label(offline, use_ik, tflite), "timing": timing}
   return results, rows
+
+
+def window_rows(clips, poses, skeleton, window: int):
+  """Per-sequence metrics of the frames from T - 1 on (a full input window).
+
+  The rollout pads its first T - 1 windows with the first frame, and a
+  memory model's memory starts empty: this isolates the steady state.
+  Sequences without MIN_FRAMES frames from there are left out.
+  """
+  first = window - 1
+  rows = []
+  for clip, pose in zip(clips, poses):
+    if len(clip.sparse) - first < metrics.MIN_FRAMES:
+      continue
+    scores = metrics.sequence_metrics(
+        pose["rot6d"][first:], clip.rot6d[first:], clip.pos[first:],
+        clip.pos[first:, HEAD_COLUMNS], skeleton)
+    rows.append({"clip": clip.name, "frames": len(clip.sparse) - first,
+                 **scores})
+  return rows
+
+
+def averages_table(title: str, results: dict) -> str:
+  """The Markdown rows of AGRoL's per-sequence mean and the two other
+  averages that results.json holds."""
+  rows = {title: results,
+          f"{title}, frame-weighted": results["frame_weighted"]}
+  if results.get("from_window"):
+    rows[f"{title}, frames from T-1 on"] = results["from_window"]
+  return metrics.markdown_table(rows)
 
 
 def timing_line(results) -> str:
@@ -251,7 +291,7 @@ def write_outputs(path: str, results: dict, rows, title: str) -> str:
   """results.json, the Markdown table and the heatmap; returns the table."""
   base = os.path.splitext(path)[0]
   os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-  table = metrics.markdown_table({title: results})
+  table = averages_table(title, results)
   table += (f"\n\nGT jitter {results['gt_jitter']:.2f}; "
             f"{results['sequences']} sequences, {results['frames']} frames; "
             f"{results['mode']}.\n")

@@ -7,7 +7,13 @@ Mem-MLP family (cfg.arch == "mlp"), on whole windows (B, T, .):
   lower_vel  distance of frame-to-frame position differences of the
              lower-body joints (skeleton.LOWER)                   (eq. 4)
 The position terms exist only when the model predicts positions
-(cfg.multi_head). "distance" is mean |d| (l1) or mean d^2 (l2; AGRoL's).
+(cfg.multi_head). "distance" is mean |d| (l1), mean d^2 (l2) or the mean
+per-joint Euclidean norm of d (l2norm: AGRoL's own MLP loss). Switches of the
+recipe study (docs/training.md): cfg.rot_vel_loss=False drops eq. 2 (AGRoL's
+own recipe); cfg.last_frame_share moves that share of each term's weight onto
+the window's last frame, the one the online rollout outputs; cfg.fk_loss adds
+  fk_pos     L1 of root-relative forward-kinematics positions of the
+             predicted rotations (AvatarPoser's FK term; what MPJPE scores)
 
 Weighting (eq. 5):
   learned: sum_i exp(-s_i) L_i + s_i, homoscedastic log-variances s_i
@@ -25,6 +31,7 @@ translation on both sides, so no translation is predicted or needed). The
 skeleton the targets were computed on must be passed.
 """
 
+import functools
 from typing import Any
 
 import jax
@@ -39,9 +46,27 @@ TERMS = ("rot", "rot_vel", "pos", "lower_vel")
 AVATARPOSER_WEIGHTS = {"root_rot": 0.02, "rot": 1.0, "fk_pos": 1.0}
 
 
-def distance(pred: Array, target: Array, kind: str = "l1") -> Array:
+def distance(pred: Array, target: Array, kind: str = "l1", group: int = 1,
+             last_share: float = 0.0) -> Array:
+  """Mean distance of (B, T, C) arrays (any shape when last_share is 0).
+
+  group: features per joint (6 for 6D, 3 for positions), the vectors whose
+    norm l2norm takes. last_share: weight of the last frame (axis 1) in the
+    mean over frames; the other frames share the rest equally.
+  """
   diff = pred - target
-  return jnp.mean(jnp.abs(diff)) if kind == "l1" else jnp.mean(diff * diff)
+  if kind == "l1":
+    error = jnp.abs(diff)
+  elif kind == "l2":
+    error = diff * diff
+  else:
+    error = jnp.linalg.norm(
+        diff.reshape(diff.shape[:-1] + (-1, group)), axis=-1)
+  if not last_share:
+    return jnp.mean(error)
+  per_frame = jnp.mean(error.reshape(error.shape[:2] + (-1,)), axis=(0, 2))
+  return ((1.0 - last_share) * jnp.mean(per_frame[:-1])
+          + last_share * per_frame[-1])
 
 
 def velocity(x: Array) -> Array:
@@ -66,18 +91,42 @@ def fk_positions(rot6d: Array, skeleton: skeleton_lib.Skeleton) -> Array:
   return positions - positions[..., :1, :]
 
 
+def term_names(cfg: configs.ModelConfig) -> tuple[str, ...]:
+  """The loss terms an MLP-family model's config switches on, in order."""
+  names = ("rot",) + (("rot_vel",) if cfg.rot_vel_loss else ())
+  if cfg.predicts_positions:
+    names += ("pos", "lower_vel")
+  return names + (("fk_pos",) if cfg.fk_loss else ())
+
+
 def mlp_terms(cfg: configs.ModelConfig, outputs: dict[str, Any],
-              rot6d: Array, pos: Array) -> dict[str, Array]:
-  """The loss terms of an MLP-family model; targets (B, T, 132), (B, T, 66)."""
-  kind = cfg.loss_distance
+              rot6d: Array, pos: Array,
+              skeleton: skeleton_lib.Skeleton | None = None
+              ) -> dict[str, Array]:
+  """The loss terms of an MLP-family model; targets (B, T, 132), (B, T, 66).
+
+  `skeleton` (the targets' body) is needed only by cfg.fk_loss.
+  """
+  measure = functools.partial(distance, kind=cfg.loss_distance,
+                              last_share=cfg.last_frame_share)
   pred_rot = outputs["rot6d"]
-  terms = {"rot": distance(pred_rot, rot6d, kind),
-           "rot_vel": distance(velocity(pred_rot), velocity(rot6d), kind)}
+  terms = {"rot": measure(pred_rot, rot6d, group=6)}
+  if cfg.rot_vel_loss:
+    terms["rot_vel"] = measure(velocity(pred_rot), velocity(rot6d), group=6)
   if cfg.predicts_positions:
     pred_pos = outputs["pos"]
-    terms["pos"] = distance(pred_pos, pos, kind)
-    terms["lower_vel"] = distance(velocity(lower_body(pred_pos)),
-                                  velocity(lower_body(pos)), kind)
+    terms["pos"] = measure(pred_pos, pos, group=3)
+    lower = lambda x: lower_body(x).reshape(x.shape[:2] + (-1,))
+    terms["lower_vel"] = measure(velocity(lower(pred_pos)),
+                                 velocity(lower(pos)), group=3)
+  if cfg.fk_loss:
+    if skeleton is None:
+      raise ValueError(f"{cfg.name}: fk_loss needs the skeleton the targets "
+                       "were computed on")
+    flat = lambda x: x.reshape(x.shape[:2] + (-1,))
+    terms["fk_pos"] = distance(flat(fk_positions(pred_rot, skeleton)),
+                               flat(fk_positions(rot6d, skeleton)),
+                               last_share=cfg.last_frame_share)
   return terms
 
 
@@ -98,8 +147,7 @@ def init_log_vars(cfg: configs.ModelConfig) -> dict[str, Array]:
   """Initial learned log-variances s_i = 0 (weight 1); {} when not learned."""
   if cfg.arch != "mlp" or cfg.loss_weighting != "learned":
     return {}
-  names = TERMS if cfg.predicts_positions else TERMS[:2]
-  return {name: jnp.zeros((), jnp.float32) for name in names}
+  return {name: jnp.zeros((), jnp.float32) for name in term_names(cfg)}
 
 
 def combine(cfg: configs.ModelConfig, terms: dict[str, Array],
@@ -115,7 +163,8 @@ def combine(cfg: configs.ModelConfig, terms: dict[str, Array],
     weights = {k: jnp.exp(-log_vars[k]) for k in terms}
     total = sum(weights[k] * terms[k] + log_vars[k] for k in terms)
     return total, weights
-  fixed = dict(zip(TERMS, cfg.loss_weights))
+  # The FK term, an addition to the paper's four, has weight 1.
+  fixed = {**dict(zip(TERMS, cfg.loss_weights)), "fk_pos": 1.0}
   weights = {k: jnp.float32(fixed[k]) for k in terms}
   return sum(weights[k] * terms[k] for k in terms), weights
 
@@ -140,7 +189,7 @@ def model_loss(cfg: configs.ModelConfig, outputs: dict[str, Any],
                        "the targets were computed on")
     terms = avatarposer_terms(outputs, rot6d, skeleton)
   else:
-    terms = mlp_terms(cfg, outputs, rot6d, pos)
+    terms = mlp_terms(cfg, outputs, rot6d, pos, skeleton)
   total, weights = combine(cfg, terms, log_vars)
   metrics = {"loss": total}
   metrics.update({f"loss/{k}": v for k, v in terms.items()})

@@ -127,6 +127,29 @@ def average(per_sequence: Sequence[Mapping]) -> dict:
   return {k: float(np.mean([m[k] for m in per_sequence])) for k in keys}
 
 
+# Differences each metric averages over in a sequence of N frames, minus N:
+# the velocity error has N - 1, jitter's third difference N - 3.
+_LOST_FRAMES = {"mpjve": 1, "jitter": 3, "gt_jitter": 3}
+
+
+def frame_weighted(per_sequence: Sequence[Mapping]) -> dict:
+  """Every metric pooled over all frames (each row needs "frames").
+
+  AGRoL's per-sequence mean lets a 100-frame clip count as much as a
+  10,000-frame one; this is the mean over every frame (every difference for
+  MPJVE and jitter) of the test set instead.
+  """
+  if not per_sequence:
+    raise ValueError("no sequences to average")
+  result = {}
+  for key in COLUMNS + ("gt_jitter",):
+    weights = np.array([m["frames"] - _LOST_FRAMES.get(key, 0)
+                        for m in per_sequence], np.float64)
+    values = np.array([m[key] for m in per_sequence], np.float64)
+    result[key] = float(np.sum(weights * values) / np.sum(weights))
+  return result
+
+
 def markdown_table(rows: Mapping[str, Mapping], columns=COLUMNS) -> str:
   """A Markdown table, one row per named result, in the paper's order."""
   header = "| Method | " + " | ".join(HEADERS[c] for c in columns) + " |"

@@ -6,8 +6,15 @@ with the VQ encoder + codebook copied from stage 1 and frozen: the model stops
 their gradient and the optimizer maps their update to zero, so they stay
 bitwise equal to stage 1's. Models without a VQ code skip stage 1.
 
+Stage 2's recipe switches (the study in docs/training.md) decide what the
+memory block reads during training: the true previous window ("truth", the
+paper's), optionally with Gaussian noise on its motion, or ("own") the model's
+own stop-gradient prediction of the previous window, as the online rollout
+feeds it; `start_share` of the crops end near a clip start, padded and with an
+empty memory exactly as the rollout begins a sequence.
+
 Everything a step consumes is a pure function of (seed, step): the batch (see
-data/dataset.py) and the alpha draws (a key folded with the step). A run
+data/dataset.py) and the random draws (a key folded with the step). A run
 killed at any point and restarted from its latest checkpoint therefore ends
 with bitwise the same parameters as an uninterrupted one.
 
@@ -35,6 +42,7 @@ import optax
 import orbax.checkpoint as ocp
 
 from memmlp_jax import losses
+from memmlp_jax import rollout
 from memmlp_jax.data import dataset
 from memmlp_jax.models import configs
 from memmlp_jax.models import memmlp
@@ -49,6 +57,8 @@ CONFIG_FILE = "config.json"
 # they do not change what is computed.
 _RESUMABLE_FIELDS = ("stage", "checkpoint_every", "log_every", "eval_every",
                      "eval_batches")
+MEMORY_SOURCES = ("truth", "own")
+OPTIMIZERS = ("adamw", "adam")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -65,11 +75,25 @@ class RunConfig:
   # The lr drops to final_learning_rate after this fraction of `steps`.
   decay_at: float = 0.8
   weight_decay: float = 1e-4
+  # adamw: decoupled weight decay; adam: L2 added to the gradient, as
+  # PyTorch's Adam(weight_decay=...) in the peers' own code.
+  optimizer: str = "adamw"
+  # Learning rate of the learned loss log-variances (constant Adam); 0: the
+  # model's schedule.
+  loss_weight_lr: float = 0.0
   augment: tuple[str, ...] = ()
+  # What the memory block reads in training: see the module docstring.
+  memory_source: str = "truth"
+  # Std of Gaussian noise on the true previous motion the memory reads.
+  memory_noise: float = 0.0
+  # Share of crops that end within a clip's first frames (rollout padding).
+  start_share: float = 0.0
   vq_steps: int = 1000
   vq_batch_size: int = 256
   vq_learning_rate: float = 1e-3
   vq_weight_decay: float = 0.0
+  # Stage 1 sees the same augmentation as stage 2.
+  vq_augment: bool = False
   checkpoint_every: int = 500
   log_every: int = 50
   eval_every: int = 500
@@ -84,6 +108,16 @@ class RunConfig:
       raise ValueError("eval_batches and seed must be >= 0")
     if not 0.0 < self.decay_at <= 1.0:
       raise ValueError(f"decay_at must be in (0, 1], got {self.decay_at}")
+    if self.memory_source not in MEMORY_SOURCES:
+      raise ValueError(f"memory_source must be one of {MEMORY_SOURCES}, got "
+                       f"{self.memory_source!r}")
+    if self.optimizer not in OPTIMIZERS:
+      raise ValueError(f"optimizer must be one of {OPTIMIZERS}, got "
+                       f"{self.optimizer!r}")
+    if (self.memory_noise < 0 or self.loss_weight_lr < 0
+        or not 0.0 <= self.start_share <= 1.0):
+      raise ValueError("memory_noise and loss_weight_lr must be >= 0 and "
+                       "start_share in [0, 1]")
     if self.stage not in ("all",) + STAGES:
       raise ValueError(
           f"stage must be all, vqvae or memmlp, got {self.stage!r}")
@@ -97,6 +131,12 @@ class RunConfig:
     if self.stage != "all":
       return (self.stage,)
     return STAGES if self.model.uses_vq else ("memmlp",)
+
+  @property
+  def history(self) -> int:
+    """Windows before the current one that a stage-2 crop holds."""
+    return 2 if (self.memory_source == "own"
+                 and self.model.uses_memory) else 1
 
   def to_json(self) -> dict:
     return {**dataclasses.asdict(self),
@@ -118,7 +158,19 @@ class ConfigMismatchError(ValueError):
 
 
 def _comparable(config: dict) -> dict:
+  """Without the resumable fields; fields a saved config predates (added
+  later, with a default that computes what it computed) read as that default."""
+  try:
+    config = json.loads(json.dumps(RunConfig.from_json(config).to_json()))
+  except (KeyError, TypeError, ValueError):
+    pass  # Compared as it is; the differences name what is wrong.
   return {k: v for k, v in config.items() if k not in _RESUMABLE_FIELDS}
+
+
+def same_run(saved: dict, config: "RunConfig") -> bool:
+  """Whether a saved run config (JSON) computes what `config` computes."""
+  return _comparable(saved) == _comparable(
+      json.loads(json.dumps(config.to_json())))
 
 
 def check_workdir(workdir: str, config: RunConfig) -> None:
@@ -189,11 +241,16 @@ def _param_labels(params):
 
 
 def memmlp_optimizer(config: RunConfig) -> optax.GradientTransformation:
-  """AdamW on the model, Adam on the loss log-variances, VQ part frozen."""
+  """AdamW (or Adam) on the model, Adam on the loss log-variances, VQ frozen."""
   schedule = memmlp_schedule(config)
+  if config.optimizer == "adamw":
+    model = optax.adamw(schedule, weight_decay=config.weight_decay)
+  else:
+    model = optax.chain(optax.add_decayed_weights(config.weight_decay),
+                        optax.adam(schedule))
   return optax.multi_transform(
-      {"model": optax.adamw(schedule, weight_decay=config.weight_decay),
-       "log_vars": optax.adam(schedule),
+      {"model": model,
+       "log_vars": optax.adam(config.loss_weight_lr or schedule),
        "frozen": optax.set_to_zero()}, _param_labels)
 
 
@@ -244,15 +301,68 @@ def _step_key(seed: int, step):
   return jax.random.fold_in(jax.random.PRNGKey(seed), step)
 
 
-def memmlp_loss(model, cfg: configs.ModelConfig, params, batch, alpha_key,
-                train: bool, skeleton=None):
-  """(total loss, metrics) of the model on a batch of T+1-frame crops."""
-  current, previous = dataset.split_window(batch)
+def _remembered(window, clip_frame, lag: int):
+  """(sparse, motion) of a remembered window; zeros where the window it is
+  remembered for is a clip's first (its last frame is clip frame lag - 1),
+  as the rollout's memory is before the first frame."""
+  keep = (clip_frame >= lag)[:, None, None]
+  return (jnp.where(keep, window["sparse"], 0.0),
+          jnp.where(keep, _motion(window), 0.0))
+
+
+def memory_inputs(model, config: RunConfig, params, windows, clip_frame, key,
+                  skeleton=None):
+  """(prev_sparse, prev_motion) the memory reads for the newest window.
+
+  "truth": the true previous window (+ memory_noise); "own": the model's own
+  stop-gradient prediction of the previous window, made in inference mode
+  from the true (+ noise) window before it, as the rollout would.
+  """
+  noise_key, own_key = jax.random.split(key)
+
+  def noisy(sparse_motion):
+    sparse, motion = sparse_motion
+    if config.memory_noise:
+      motion = motion + config.memory_noise * jax.random.normal(
+          noise_key, motion.shape, motion.dtype)
+    return sparse, motion
+
+  if config.memory_source == "truth":
+    return noisy(_remembered(windows[-2], clip_frame, lag=1))
+  older_sparse, older_motion = noisy(_remembered(windows[-3], clip_frame,
+                                                 lag=2))
+  previous = windows[-2]
+  out = model.apply({"params": params}, previous["sparse"], older_sparse,
+                    older_motion, alpha=config.model.memory_alpha,
+                    train=False, rngs={"alpha": own_key})
+  positions = out["pos"]
+  if positions is None:
+    positions = rollout.window_positions(
+        out["rot6d"], previous["sparse"],
+        jnp.asarray(skeleton.offsets, jnp.float32))
+  motion = jax.lax.stop_gradient(
+      jnp.concatenate([out["rot6d"], positions], axis=-1))
+  keep = (clip_frame >= 1)[:, None, None]
+  return (jnp.where(keep, previous["sparse"], 0.0),
+          jnp.where(keep, motion, 0.0))
+
+
+def memmlp_loss(model, config: RunConfig, params, batch, key, train: bool,
+                skeleton=None):
+  """(total loss, metrics) of the model on a batch of T+history-frame crops."""
+  cfg = config.model
+  windows = dataset.windows(batch, cfg.window)
+  current = windows[-1]
+  alpha_key, dropout_key, memory_key = jax.random.split(key, 3)
+  prev_sparse = prev_motion = None
+  if cfg.uses_memory:
+    prev_sparse, prev_motion = memory_inputs(
+        model, config, params["model"], windows, batch["clip_frame"],
+        memory_key, skeleton)
   out = model.apply(
-      {"params": params["model"]}, current["sparse"],
-      previous["sparse"] if cfg.uses_memory else None,
-      _motion(previous) if cfg.uses_memory else None,
-      train=train, rngs={"alpha": alpha_key})
+      {"params": params["model"]}, current["sparse"], prev_sparse,
+      prev_motion, train=train,
+      rngs={"alpha": alpha_key, "dropout": dropout_key})
   return losses.model_loss(cfg, out, current["rot6d"], current["pos"],
                            params["loss"], skeleton)
 
@@ -290,18 +400,19 @@ def restart_dead_codes(state, out, key):
           jnp.sum(dead))
 
 
-def make_train_step(kind: str, model, cfg: configs.ModelConfig,
-                    optimizer: optax.GradientTransformation, seed: int,
-                    skeleton=None):
+def make_train_step(kind: str, model, config: RunConfig,
+                    optimizer: optax.GradientTransformation, skeleton=None):
   """train_step(state, batch) -> (state, metrics) for stage `kind`.
 
   `skeleton` is the targets' body (avatarposer's FK loss needs it).
   """
 
+  cfg, seed = config.model, config.seed
+
   def loss_fn(params, batch, step):
     if kind == "vqvae":
       return vqvae_loss(model, cfg, params, batch)
-    total, metrics = memmlp_loss(model, cfg, params, batch,
+    total, metrics = memmlp_loss(model, config, params, batch,
                                  _step_key(seed, step), train=True,
                                  skeleton=skeleton)
     return total, (metrics, None)
@@ -323,13 +434,13 @@ def make_train_step(kind: str, model, cfg: configs.ModelConfig,
   return train_step
 
 
-def make_eval_step(kind: str, model, cfg: configs.ModelConfig, skeleton=None):
+def make_eval_step(kind: str, model, config: RunConfig, skeleton=None):
   """eval_step(params, batch) -> metrics (inference-mode alpha)."""
 
   def eval_step(params, batch):
     if kind == "vqvae":
-      return vqvae_loss(model, cfg, params, batch)[1][0]
-    return memmlp_loss(model, cfg, params, batch, jax.random.PRNGKey(0),
+      return vqvae_loss(model, config.model, params, batch)[1][0]
+    return memmlp_loss(model, config, params, batch, jax.random.PRNGKey(0),
                        train=False, skeleton=skeleton)[1]
 
   return eval_step
@@ -513,6 +624,13 @@ def build_stage(kind: str, config: RunConfig, train_split,
                memmlp_optimizer(config), functools.partial(init, vq_params))
 
 
+def _crop_options(kind: str, config: RunConfig) -> dict:
+  """The WindowSampler options of a stage's training crops."""
+  if kind == "vqvae":
+    return {"history": 1, "start_share": 0.0}
+  return {"history": config.history, "start_share": config.start_share}
+
+
 def run_stage(stage: Stage, config: RunConfig, workdir: str, train_split,
               test_split=None, mesh: Mesh | None = None):
   """Trains one stage to its last step, resuming from its latest checkpoint.
@@ -525,9 +643,11 @@ def run_stage(stage: Stage, config: RunConfig, workdir: str, train_split,
   stage_dir = os.path.join(workdir, stage.kind)
   os.makedirs(stage_dir, exist_ok=True)
   augment = (dataset.Augment.from_names(config.augment)
-             if stage.kind == "memmlp" else dataset.Augment())
+             if stage.kind == "memmlp" or config.vq_augment
+             else dataset.Augment())
   sampler = dataset.WindowSampler(train_split, cfg.window, stage.batch_size,
-                                  config.seed, augment)
+                                  config.seed, augment,
+                                  **_crop_options(stage.kind, config))
   replicated = NamedSharding(mesh, PartitionSpec())
   state = jax.jit(stage.new_state, out_shardings=replicated)()
   manager = checkpoint_manager(stage_dir)
@@ -549,8 +669,8 @@ def run_stage(stage: Stage, config: RunConfig, workdir: str, train_split,
         stage_dir)), CsvWriter(os.path.join(stage_dir, "metrics.csv"), start)]
   writer = metric_writers.MultiWriter(writers)
   train_step = jit_train_step(
-      make_train_step(stage.kind, stage.model, cfg, stage.optimizer,
-                      config.seed, train_split.skeleton), mesh)
+      make_train_step(stage.kind, stage.model, config, stage.optimizer,
+                      train_split.skeleton), mesh)
   evaluate = _evaluator(stage, config, test_split, mesh)
   report = periodic_actions.ReportProgress(
       num_train_steps=stage.steps, writer=writer, every_steps=config.log_every,
@@ -587,11 +707,13 @@ def _evaluator(stage: Stage, config: RunConfig, test_split, mesh: Mesh):
   """params -> mean metrics over a fixed set of test windows, or None."""
   if test_split is None or config.eval_batches == 0:
     return None
+  history = _crop_options(stage.kind, config)["history"]
   sampler = dataset.WindowSampler(test_split, config.model.window,
-                                  stage.batch_size, config.seed)
+                                  stage.batch_size, config.seed,
+                                  history=history)
   batches = [shard_batch(mesh, sampler, i) for i in range(config.eval_batches)]
   eval_step = jit_eval_step(make_eval_step(stage.kind, stage.model,
-                                           config.model, test_split.skeleton),
+                                           config, test_split.skeleton),
                             mesh)
 
   def evaluate(params):

@@ -124,8 +124,8 @@ def test_vq_encoder_and_codebook_stay_bitwise_frozen():
   stage = train.build_stage("memmlp", config, split, vq)
   state = train.init_state(stage.init_params(), stage.optimizer)
   before = jax.device_get(state["params"])
-  step = jax.jit(train.make_train_step("memmlp", stage.model, config.model,
-                                       stage.optimizer, 0, split.skeleton))
+  step = jax.jit(train.make_train_step("memmlp", stage.model, config,
+                                       stage.optimizer, split.skeleton))
   sampler = train.dataset.WindowSampler(split, config.model.window, 8, 0)
   for i in range(3):
     state, _ = step(state, sampler.batch(i))
@@ -164,7 +164,7 @@ def test_short_run_on_real_data(small_free, tmp_path):
   params_before = train.init_memmlp_params(cfg, jax.random.PRNGKey(0),
                                            trained["vq"])
   evaluate = jax.jit(lambda params: train.memmlp_loss(
-      stage.model, cfg, {**params, "loss": params_before["loss"]}, batch,
+      stage.model, config, {**params, "loss": params_before["loss"]}, batch,
       jax.random.PRNGKey(0), train=False)[1])
   losses = {}
   for name, params in (("before", params_before), ("after", params_after)):
@@ -195,8 +195,8 @@ _DATA_PARALLEL = textwrap.dedent("""
     for devices in (jax.devices()[:1], jax.devices()):
       mesh = train.make_mesh(devices)
       step = train.jit_train_step(train.make_train_step(
-          "memmlp", stage.model, config.model, stage.optimizer, 0,
-          split.skeleton), mesh)
+          "memmlp", stage.model, config, stage.optimizer, split.skeleton),
+          mesh)
       state = jax.device_put(train.init_state(stage.init_params(),
                                               stage.optimizer),
                              jax.sharding.NamedSharding(

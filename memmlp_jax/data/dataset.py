@@ -3,9 +3,17 @@
 A batch is a pure function of (seed, step): the crop positions and the
 augmentation draws come from a numpy generator keyed on (seed, step), so a run
 resumed from a checkpoint sees exactly the batches it would have seen, with no
-iterator state to save. Every crop has T + 1 frames because the memory block at
-window t reads the window at t - 1: the model's current window is frames 1..T
-and its previous window frames 0..T-1.
+iterator state to save. Every crop has T + H frames (H = `history`, 1 by
+default) because the memory block at window t reads the window at t - 1: the
+model's current window is the crop's last T frames and its previous window
+the T frames one earlier (H = 2 adds the window before that, for a training
+step that first predicts the previous window itself).
+
+Clip starts (`start_share`): that share of the crops ends at one of a clip's
+first T + H - 1 frames. Rows before the clip's first frame repeat it, exactly
+as the online rollout pads its first windows, and `clip_frame` (the clip
+frame of the crop's last row) tells the trainer where the memory must be
+empty, as it is at the rollout's first frame.
 
 Augmentation acts on the feature arrays directly and is exact, i.e. an
 augmented window equals the features recomputed from the augmented motion:
@@ -67,6 +75,21 @@ class Plan:
   starts: np.ndarray   # (B,) first row of each crop in the split's arrays
   angles: np.ndarray   # (B,) world yaw in radians (0 when off)
   mirror: np.ndarray   # (B,) bool
+  # (B,) row of each crop's clip start; rows before it repeat it (padding).
+  clip_first: np.ndarray | None = None
+
+  def rows(self, span: int, rows=slice(None)) -> np.ndarray:
+    """(b, span) array rows of the crops, padding clamped to the clip start."""
+    index = self.starts[rows, None] + np.arange(span)
+    if self.clip_first is None:
+      return index
+    return np.maximum(index, self.clip_first[rows, None])
+
+  def clip_frame(self, span: int, rows=slice(None)) -> np.ndarray:
+    """(b,) clip frame of each crop's last row."""
+    first = (self.starts if self.clip_first is None
+             else self.clip_first)[rows]
+    return (self.starts[rows] + span - 1 - first).astype(np.int32)
 
 
 def valid_starts(clip_starts, clip_lengths, span: int):
@@ -76,11 +99,14 @@ def valid_starts(clip_starts, clip_lengths, span: int):
 
 
 def plan_batch(clip_starts, clip_lengths, span: int, batch_size: int,
-               seed: int, step: int, augment: Augment = Augment()) -> Plan:
+               seed: int, step: int, augment: Augment = Augment(),
+               start_share: float = 0.0) -> Plan:
   """Draws a batch's crops (uniform over all crops that stay inside a clip).
 
   A pure function of its arguments; `step` may be any non-negative integer
-  (evaluation uses its own range of steps).
+  (evaluation uses its own range of steps). With `start_share`, each crop
+  is instead, with that probability, one that ends at a uniformly drawn
+  frame among its clip's first span - 1 (padded with the clip's first frame).
   """
   counts, cumulative = valid_starts(clip_starts, clip_lengths, span)
   total = int(cumulative[-1]) if len(cumulative) else 0
@@ -94,9 +120,17 @@ def plan_batch(clip_starts, clip_lengths, span: int, batch_size: int,
   starts = np.asarray(clip_starts, np.int64)[clip] + offset
   angles = rng.uniform(0.0, 2 * np.pi, size=batch_size)
   mirror = rng.random(batch_size) < 0.5
+  clip_first = None
+  if start_share:
+    # Drawn after the plain plan, so start_share=0 keeps its batches.
+    at_start = rng.random(batch_size) < start_share
+    last_row = rng.integers(span - 1, size=batch_size)
+    clip_first = np.asarray(clip_starts, np.int64)[clip]
+    starts = np.where(at_start, clip_first + last_row - (span - 1), starts)
   return Plan(starts=starts,
               angles=angles if augment.yaw else np.zeros(batch_size),
-              mirror=mirror if augment.mirror else np.zeros(batch_size, bool))
+              mirror=mirror if augment.mirror else np.zeros(batch_size, bool),
+              clip_first=clip_first)
 
 
 def gather(arrays, plan: Plan, span: int, rows=slice(None)):
@@ -108,14 +142,16 @@ def gather(arrays, plan: Plan, span: int, rows=slice(None)):
     span: frames per crop (T + 1).
     rows: which windows of the batch to read.
   Returns:
-    dict of float32 arrays (b, span, D), augmented as planned.
+    dict of float32 arrays (b, span, D), augmented as planned, and
+    "clip_frame" (b,) int32, the clip frame of each crop's last row.
   """
-  index = plan.starts[rows, None] + np.arange(span)
+  index = plan.rows(span, rows)
   window = {k: np.asarray(arrays[k][index], np.float32)
             for k in ("sparse", "rot6d", "pos")}
   window = mirror(window, plan.mirror[rows])
   angles = plan.angles[rows]
-  return rotate_yaw(window, angles) if np.any(angles) else window
+  window = rotate_yaw(window, angles) if np.any(angles) else window
+  return {**window, "clip_frame": plan.clip_frame(span, rows)}
 
 
 def _yaw_matrices(angles):
@@ -187,10 +223,19 @@ def mirror(window, flags):
   return {k: np.where(pick, mirrored[k], window[k]) for k in window}
 
 
+WINDOW_KEYS = ("sparse", "rot6d", "pos")
+
+
+def windows(batch, window: int):
+  """(B, T+H, D) crops -> H+1 windows of T frames, oldest first."""
+  span = batch["sparse"].shape[1]
+  return [{k: batch[k][:, first:first + window] for k in WINDOW_KEYS}
+          for first in range(span - window + 1)]
+
+
 def split_window(batch):
   """(B, T+1, D) crops -> the model's current window and its previous one."""
-  current = {k: v[:, 1:] for k, v in batch.items()}
-  previous = {k: v[:, :-1] for k, v in batch.items()}
+  previous, current = windows(batch, batch["sparse"].shape[1] - 1)
   return current, previous
 
 
@@ -201,21 +246,27 @@ class WindowSampler:
   """
 
   def __init__(self, split, window: int, batch_size: int, seed: int,
-               augment: Augment = Augment()):
+               augment: Augment = Augment(), history: int = 1,
+               start_share: float = 0.0):
+    if history < 1 or not 0.0 <= start_share <= 1.0:
+      raise ValueError(f"history must be >= 1 and start_share in [0, 1], "
+                       f"got {history} and {start_share}")
     self.arrays = {"sparse": split.sparse, "rot6d": split.rot6d,
                    "pos": split.pos}
     self.clip_starts = np.array([c.start for c in split.clips], np.int64)
     self.clip_lengths = np.array([c.length for c in split.clips], np.int64)
-    self.span = window + 1
+    self.span = window + history
     self.batch_size = batch_size
     self.seed = seed
     self.augment = augment
+    self.start_share = start_share
     plan_batch(self.clip_starts, self.clip_lengths, self.span, 1, seed, 0)
 
   def plan(self, step: int) -> Plan:
     return plan_batch(self.clip_starts, self.clip_lengths, self.span,
-                      self.batch_size, self.seed, step, self.augment)
+                      self.batch_size, self.seed, step, self.augment,
+                      self.start_share)
 
   def batch(self, step: int, rows=slice(None)):
-    """The crops (B, T+1, D) of `step`, or the `rows` share of them."""
+    """The crops (B, T+H, D) of `step`, or the `rows` share of them."""
     return gather(self.arrays, self.plan(step), self.span, rows)

@@ -37,7 +37,8 @@ _CHOICES = {
     "memory_combine": ("concat", "add"),
     "memory_fusion": ("residual", "project"),
     "loss_weighting": ("learned", "fixed"),
-    "loss_distance": ("l1", "l2"),
+    "loss_distance": ("l1", "l2", "l2norm"),
+    "alpha_per": ("element", "sample"),
 }
 
 
@@ -65,6 +66,9 @@ class ModelConfig:
   memory_fusion: str = "residual"
   # Inference-time alpha (the mean of U(0, 1)).
   memory_alpha: float = 0.5
+  # Training draws alpha per feature element, or one per window ("sample",
+  # the plain reading of the paper's "a random coefficient").
+  alpha_per: str = "element"
   use_vq_code: bool = True
   vq_code_dim: int = 64
   vq_codebook_size: int = 512
@@ -81,7 +85,20 @@ class ModelConfig:
   # (rot, rot_vel, pos, lower_vel).
   loss_weighting: str = "learned"
   loss_weights: tuple[float, float, float, float] = (1.0, 1.0, 1.0, 1.0)
+  # l1: mean |d|; l2: mean d^2; l2norm: mean per-joint L2 norm of the 6D
+  # difference (AGRoL's own MLP loss).
   loss_distance: str = "l1"
+  # The rotation-velocity term (eq. 2); AGRoL's own MLP recipe has none.
+  rot_vel_loss: bool = True
+  # Share of every window term's weight put on the window's last frame, the
+  # one the online rollout outputs (0: all frames alike, as the paper).
+  last_frame_share: float = 0.0
+  # Adds AvatarPoser's forward-kinematics term (root-relative positions of
+  # the predicted rotations) to an MLP's loss: the quantity MPJPE scores.
+  fk_loss: bool = False
+  # Dropout in AvatarPoser's transformer layers (its own code: PyTorch's
+  # default 0.1); 0 keeps the shared recipe deterministic.
+  dropout: float = 0.0
 
   def __post_init__(self):
     for field, allowed in _CHOICES.items():
@@ -101,6 +118,9 @@ class ModelConfig:
       raise ValueError(f"model config {self.name!r}: memory_layers "
                        f"{self.memory_layers} must be non-empty and within "
                        f"1..{self.num_blocks}")
+    if not 0.0 <= self.last_frame_share < 1.0 or not 0.0 <= self.dropout < 1.0:
+      raise ValueError(f"model config {self.name!r}: last_frame_share and "
+                       "dropout must be in [0, 1)")
     if len(self.loss_weights) != 4:
       raise ValueError(f"model config {self.name!r}: loss_weights needs 4 "
                        "values (rot, rot_vel, pos, lower_vel)")

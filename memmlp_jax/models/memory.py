@@ -11,8 +11,8 @@ model's own previous prediction (zeros before the first) at inference.
   f = concat(h_s, b)   [memory_combine="concat", default]   or   h_s + b  ["add"]
 Without the VQ code (use_vq_code=False): b = alpha * h_m, so training keeps the
 same randomised trust in the motion input and only the code is removed.
-alpha: training draws U(0, 1) per element from the "alpha" RNG stream unless
-the caller passes one; inference uses the mean, cfg.memory_alpha (0.5).
+alpha: training draws U(0, 1) from the "alpha" RNG stream, per element or per
+window (cfg.alpha_per), unless the caller passes one; inference uses the mean, cfg.memory_alpha (0.5).
 
 `RecurrentMemory` (the supplementary's LSTM/GRU ablation): LayerNorm of
 [s, m] -> LSTM or GRU over the T frames of the previous window -> SiLU. The
@@ -45,7 +45,10 @@ class MemoryBlock(nn.Module):
     h_s = blocks.ProjectLNSiLU(cfg.memory_dim, name="sparse")(s)
     h_m = blocks.ProjectLNSiLU(cfg.memory_dim, name="motion")(m)
     if alpha is None:
-      alpha = (jax.random.uniform(self.make_rng("alpha"), h_m.shape)
+      # Time-major (T, B, F): one draw per window broadcasts over T and F.
+      shape = (h_m.shape if cfg.alpha_per == "element"
+               else (1, h_m.shape[1], 1))
+      alpha = (jax.random.uniform(self.make_rng("alpha"), shape)
                if train else cfg.memory_alpha)
     if cfg.use_vq_code:
       h_c = blocks.ProjectLNSiLU(cfg.memory_dim, name="code")(c)
