@@ -33,7 +33,7 @@ from memmlp_jax import metrics
 from memmlp_jax import rollout
 from memmlp_jax import skeleton as skeleton_lib
 from memmlp_jax import train
-from memmlp_jax import viz
+from memmlp_jax import render
 from memmlp_jax.data import bvh_writer
 from memmlp_jax.data import motion as motion_lib
 from memmlp_jax.data import tracking
@@ -206,8 +206,12 @@ def output_body(truth):
   return base.scaled(scale), scale
 
 
-def write_outputs(result: motion_lib.Motion, lost, truth) -> None:
-  """The BVH, and the --npz and --gif when asked for."""
+def write_outputs(result: motion_lib.Motion, lost, truth, devices) -> None:
+  """The BVH, and the --npz and --gif when asked for.
+
+  ``devices``: the tracked (rotations, positions) per output frame, drawn
+  as markers in the GIF.
+  """
   bvh_writer.write_bvh(FLAGS.output, result, units=FLAGS.bvh_units,
                        order=FLAGS.bvh_order, up=FLAGS.bvh_up)
   _, joints = result.global_pose()
@@ -224,8 +228,8 @@ def write_outputs(result: motion_lib.Motion, lost, truth) -> None:
     if truth is not None:
       sequences.append(truth.global_pose()[1][1:])
       titles.append("ground truth")
-    viz.animate_skeletons(sequences, body.parents, FLAGS.gif,
-                          joint_names=body.names, titles=titles)
+    render.animate(sequences, body.parents, FLAGS.gif, devices=devices,
+                   joint_names=body.names, titles=titles)
 
 
 def main(argv):
@@ -263,7 +267,7 @@ def main(argv):
         truth.global_pose()[1][1:], positions[1:, 0], body)
     print(f"against the ground truth: MPJPE {scores['mpjpe']:.2f} cm, "
           f"MPJRE {scores['mpjre']:.2f} deg, jitter {scores['jitter']:.2f}")
-  write_outputs(result, lost, truth)
+  write_outputs(result, lost, truth, (rotations[1:], positions[1:]))
   done = time.perf_counter()
   frames = len(rot6d)
   print(f"{frames} frames ({frames / tracking.FPS:.1f} s at 60 fps, "

@@ -15,7 +15,7 @@ import pytest
 from experiments import predict
 from memmlp_jax import skeleton as skeleton_lib
 from memmlp_jax import train
-from memmlp_jax import viz
+from memmlp_jax import render
 from memmlp_jax.data import asfamc
 from memmlp_jax.data import bvh
 from memmlp_jax.data import motion as motion_lib
@@ -158,8 +158,7 @@ def test_mocap_input_is_scored_and_drawn_next_to_its_ground_truth(
   np.testing.assert_allclose(out["positions"][:, 15], truth[1:, 15],
                              atol=1e-5)
   # Two panels, prediction and ground truth: twice a single panel's width.
-  viz.animate_skeletons([truth[:4]], skeleton_lib.PARENTS,
-                        str(tmp_path / "one.gif"))
+  render.animate([truth[:4]], skeleton_lib.PARENTS, str(tmp_path / "one.gif"))
   assert (Image.open(tmp_path / "amc.gif").size[0] ==
           2 * Image.open(tmp_path / "one.gif").size[0])
   # The same clip as a Unity recording gives the same prediction.
