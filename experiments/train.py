@@ -83,6 +83,24 @@ _WEIGHT_DECAY = flags.DEFINE_float("weight_decay", _DEFAULT.weight_decay,
                                    "AdamW weight decay (model params only).")
 _AUGMENT = flags.DEFINE_list("augment", list(_DEFAULT.augment),
                              "Stage-2 augmentations: yaw, mirror (or none).")
+_OPTIMIZER = flags.DEFINE_enum("optimizer", _DEFAULT.optimizer,
+                               train.OPTIMIZERS, "adamw (decoupled decay) or "
+                               "adam (L2 in the gradient, PyTorch's Adam).")
+_LOSS_WEIGHT_LR = flags.DEFINE_float(
+    "loss_weight_lr", _DEFAULT.loss_weight_lr, "Constant Adam lr of the "
+    "learned loss log-variances (0: the model's schedule).")
+_MEMORY_SOURCE = flags.DEFINE_enum(
+    "memory_source", _DEFAULT.memory_source, train.MEMORY_SOURCES,
+    "What the memory reads in training: the true previous window, or the "
+    "model's own stop-gradient prediction of it (as at inference).")
+_MEMORY_NOISE = flags.DEFINE_float(
+    "memory_noise", _DEFAULT.memory_noise,
+    "Std of Gaussian noise on the true motion the memory reads.")
+_START_SHARE = flags.DEFINE_float(
+    "start_share", _DEFAULT.start_share, "Share of crops ending within a "
+    "clip's first frames, padded with an empty memory as the rollout starts.")
+_VQ_AUGMENT = flags.DEFINE_bool("vq_augment", _DEFAULT.vq_augment,
+                                "Stage 1 sees stage 2's augmentation.")
 _VQ_STEPS = flags.DEFINE_integer("vq_steps", _DEFAULT.vq_steps,
                                  "Stage-1 (VQ-VAE) steps.")
 _VQ_BATCH_SIZE = flags.DEFINE_integer("vq_batch_size", _DEFAULT.vq_batch_size,
@@ -126,7 +144,11 @@ def _run_config() -> train.RunConfig:
         batch_size=_BATCH_SIZE.value, seed=_SEED.value,
         learning_rate=_LR.value, final_learning_rate=_FINAL_LR.value,
         decay_at=_DECAY_AT.value, weight_decay=_WEIGHT_DECAY.value,
-        augment=augment, vq_steps=_VQ_STEPS.value,
+        augment=augment, optimizer=_OPTIMIZER.value,
+        loss_weight_lr=_LOSS_WEIGHT_LR.value,
+        memory_source=_MEMORY_SOURCE.value, memory_noise=_MEMORY_NOISE.value,
+        start_share=_START_SHARE.value, vq_augment=_VQ_AUGMENT.value,
+        vq_steps=_VQ_STEPS.value,
         vq_batch_size=_VQ_BATCH_SIZE.value, vq_learning_rate=_VQ_LR.value,
         checkpoint_every=_CHECKPOINT_EVERY.value, log_every=_LOG_EVERY.value,
         eval_every=_EVAL_EVERY.value, eval_batches=_EVAL_BATCHES.value)
