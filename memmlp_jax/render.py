@@ -16,6 +16,7 @@ Positions are the project's Z-up world in metres. Drawn at twice the size
 and reduced, for smooth edges.
 """
 
+import functools
 import os
 from typing import Optional, Sequence
 
@@ -88,6 +89,11 @@ class _Panel:
     return xy, local[..., 2]
 
 
+@functools.lru_cache(maxsize=None)
+def _font(size: int):
+  return ImageFont.load_default(size=size)
+
+
 def _shade(color, nearness: float):
   """Darker far away: nearness in [0, 1]."""
   k = 0.72 + 0.28 * nearness
@@ -133,7 +139,7 @@ def render_frame(poses: Sequence[np.ndarray], parents: Sequence[int], *,
   positions (D,3)) drawn in every panel."""
   big = size * _SUPERSAMPLE
   image = Image.new("RGB", (big * len(poses), big), BACKGROUND)
-  font = ImageFont.load_default(size=14 * _SUPERSAMPLE)
+  font = _font(14 * _SUPERSAMPLE)
   order_parents = np.asarray(parents)
   for k, (pose, title) in enumerate(zip(poses, titles)):
     center = np.array([pose[0, 0], pose[0, 1], _VIEW_HEIGHT / 2 - 0.15])
