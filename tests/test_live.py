@@ -148,6 +148,19 @@ def test_bones_over_vmc_are_predicts_bodies(walk, run, stepper, tmp_path,
     assert (beyond < 0).any()  # the reached case is tested too
 
 
+@pytest.mark.parametrize("preset", ["unreal", "openxr"])
+def test_every_preset_gives_the_same_body(walk, stepper, preset):
+  times, values = walk
+  bodies = []
+  for name, rows in (("unity", values), (preset, tracking.from_world(
+      *tracking.to_world(values, UNITY), tracking.PRESETS[preset]))):
+    session = _fresh(stepper, conventions=tracking.PRESETS[name])
+    answers = dict(vmc.answer_frame(vmc.parse(session.handle(d, 0.0)))[:2]
+                   for d in _frames(times[:30], rows[:30]))
+    bodies.append(live.bodies_from_answers(answers)[2])
+  np.testing.assert_allclose(bodies[1], bodies[0], atol=1e-4)
+
+
 def test_a_72_hz_stream_is_resampled_and_every_frame_answered(walk, stepper):
   times, values = walk
   frames = live.replay_frames(times, values, np.ones((len(times), 2)), 72.0,
