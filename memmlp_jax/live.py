@@ -441,7 +441,7 @@ def replay_frames(times, values, flags, rate: float,
   Returns:
     (times (K,) from 0 s, values (K, 21) engine columns, valid (K, 3)).
   """
-  valid = tracking._sample_validity(values, flags)  # pylint: disable=protected-access
+  valid = tracking.sample_validity(values, flags)
   times = times - times[0]
   if rate <= 0:
     return times, values, valid
@@ -454,8 +454,10 @@ def replay_frames(times, values, flags, rate: float,
   return grid, values, valid
 
 
-def _performer_frame(t, row, valid, quat_order):
-  poses = np.asarray(row, np.float64).reshape(3, 7)
+def performer_frame(t, row, valid, quat_order):
+  """One frame of engine columns as the VMC bundle a Performer sends:
+  T, the headset, and the controllers that are tracked."""
+  poses = np.array(row, np.float64).reshape(3, 7)
   if quat_order == "wxyz":  # VMC sends x, y, z, w
     poses[:, 3:] = poses[:, [4, 5, 6, 3]]
   head = ("HMD", poses[0, :3], poses[0, 3:])
@@ -514,7 +516,7 @@ def replay(times, values, valid, send_to, receiver: socket.socket,
         continue
       receive(start + t)
       key = np.float32(t)
-      datagram = _performer_frame(float(key), row, ok, quat_order)
+      datagram = performer_frame(float(key), row, ok, quat_order)
       try:
         sender.sendto(datagram, send_to)
       except OSError:

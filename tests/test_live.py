@@ -81,7 +81,7 @@ def stepper(run):
 
 def _frames(times, values, valid=None):
   valid = np.ones((len(times), 3), bool) if valid is None else valid
-  return [live._performer_frame(float(np.float32(t)), row, ok, "xyzw")  # pylint: disable=protected-access
+  return [live.performer_frame(float(np.float32(t)), row, ok, "xyzw")
           for t, row, ok in zip(times, values, valid)]
 
 

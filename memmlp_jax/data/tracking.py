@@ -260,7 +260,7 @@ def to_world(values: np.ndarray, conventions: Conventions):
   return joint_rotation, world_position
 
 
-def _sample_validity(values: np.ndarray, flags: np.ndarray) -> np.ndarray:
+def sample_validity(values: np.ndarray, flags: np.ndarray) -> np.ndarray:
   """(M, 3) bool: finite pose with a non-degenerate quaternion, not flagged."""
   poses = values.reshape(len(values), len(DEVICES), 7)
   finite = np.isfinite(poses).all(axis=-1)
@@ -378,7 +378,7 @@ def load_tracking_csv(path_or_text, conventions: Conventions = Conventions(),
   else:
     text, path = str(path_or_text), path or "<csv>"
   times, values, flags = parse_csv(text, conventions, path)
-  valid = _sample_validity(values, flags)
+  valid = sample_validity(values, flags)
   if not valid[:, 0].any():
     raise motion_lib.MotionError(path, "the head is never tracked")
   rotations, positions = to_world(np.nan_to_num(values), conventions)
