@@ -8,8 +8,10 @@ tracked orientation:
 
 - the elbow stays in the plane the model put it in (shoulder, elbow, target:
   the model's swivel is kept), on the circle the two bone lengths allow;
-- a target beyond reach is approached along its direction with the arm
-  straight: the arm never stretches past its length;
+- a target beyond the arm's reach first turns the collar bone toward it,
+  as far as the excess needs and at most ``MAX_SHRUG`` (a shrug), and is
+  then approached along its direction with the arm straight: the arm
+  never stretches past its length;
 - across tracking loss the pinning fades out (and back in) over
   ``RAMP_SECONDS``, toward the model's own hand, so a lost controller
   neither freezes the hand in the air nor makes it jump.
@@ -27,6 +29,7 @@ from memmlp_jax import skeleton as skeleton_lib
 # (shoulder, elbow, wrist) of the left and right arm.
 ARMS = ((16, 18, 20), (17, 19, 21))
 RAMP_SECONDS = 0.2
+MAX_SHRUG = np.radians(30.0)
 _WORLD_DOWN = np.array([0.0, 0.0, -1.0])
 
 
@@ -90,7 +93,8 @@ def pin_hands(local_rotations, root_translation, target_positions,
     skeleton: the body (its rest offsets give the bone lengths).
 
   Returns:
-    (N, 22, 3, 3) local rotations; only shoulders, elbows and wrists change.
+    (N, 22, 3, 3) local rotations; only collars, shoulders, elbows and
+    wrists change.
   """
   local = np.array(local_rotations, np.float64)
   weights = np.asarray(weights, np.float64)
@@ -106,6 +110,25 @@ def pin_hands(local_rotations, root_translation, target_positions,
     target = wrist + weight[:, None] * (target - wrist)
     upper = np.linalg.norm(skeleton.offsets[e])
     lower = np.linalg.norm(skeleton.offsets[w])
+    # Out of reach: the collar turns toward the target, by the angle that
+    # moves the shoulder about as far as the excess (continuous from 0).
+    c = skeleton.parents[s]
+    collar = positions[:, c]
+    collar_bone = shoulder - collar
+    excess = np.linalg.norm(target - shoulder, axis=-1) - upper - lower
+    toward = geometry.matrix_to_axis_angle(geometry.rotation_between(
+        collar_bone, target - collar))
+    full = np.linalg.norm(toward, axis=-1)
+    angle = np.clip(excess / np.linalg.norm(collar_bone, axis=-1), 0.0,
+                    np.minimum(MAX_SHRUG, full))
+    shrug = geometry.axis_angle_to_matrix(
+        toward * (angle / np.maximum(full, 1e-12))[:, None])
+    collar_rot = shrug @ global_rotations[:, c]
+    shoulder, elbow, wrist = (
+        collar + np.einsum("nij,nj->ni", shrug, p - collar)
+        for p in (shoulder, elbow, wrist))
+    upper_rot, forearm_rot, hand_rot = (
+        shrug @ global_rotations[:, j] for j in (s, e, w))
     reach = target - shoulder
     distance = np.clip(np.linalg.norm(reach, axis=-1),
                        abs(upper - lower) + 1e-6, upper + lower)
@@ -128,17 +151,18 @@ def pin_hands(local_rotations, root_translation, target_positions,
                                          wrist - shoulder)
     turn_lower = geometry.rotation_between(carried_wrist - new_elbow,
                                            new_wrist - new_elbow)
-    shoulder_rot = turn_upper @ global_rotations[:, s]
-    elbow_rot = turn_lower @ turn_upper @ global_rotations[:, e]
-    carried_hand = turn_lower @ turn_upper @ global_rotations[:, w]
+    shoulder_rot = turn_upper @ upper_rot
+    elbow_rot = turn_lower @ turn_upper @ forearm_rot
+    carried_hand = turn_lower @ turn_upper @ hand_rot
     target_rot = np.where(pinned[:, None, None],
                           np.nan_to_num(target_rotations[:, side]),
                           carried_hand)
     hand_rot = _blend_rotation(carried_hand, target_rot, weight)
-    parent_rot = global_rotations[:, skeleton.parents[s]]
     keep = ~pinned[:, None, None]
+    local[:, c] = np.where(keep, local[:, c], np.swapaxes(
+        global_rotations[:, skeleton.parents[c]], -1, -2) @ collar_rot)
     local[:, s] = np.where(keep, local[:, s],
-                           np.swapaxes(parent_rot, -1, -2) @ shoulder_rot)
+                           np.swapaxes(collar_rot, -1, -2) @ shoulder_rot)
     local[:, e] = np.where(keep, local[:, e],
                            np.swapaxes(shoulder_rot, -1, -2) @ elbow_rot)
     local[:, w] = np.where(keep, local[:, w],

@@ -35,7 +35,8 @@ def test_reachable_targets_are_met_in_position_and_orientation():
   rotations, moved = _fk(pinned, root)
   np.testing.assert_allclose(moved[:, [20, 21]], targets, atol=1e-9)
   np.testing.assert_allclose(rotations[:, [20, 21]], orientations, atol=1e-9)
-  # Only the arms changed, and the elbow stayed in the model's plane.
+  # Only the arms changed (not the collars: no target is out of reach),
+  # and the elbow stayed in the model's plane.
   changed = np.abs(pinned - local).max(axis=(0, 2, 3)) > 1e-9
   assert set(np.flatnonzero(changed)) <= {16, 17, 18, 19, 20, 21}
   for side, (s, e, _) in enumerate(hand_ik.ARMS):
@@ -45,7 +46,7 @@ def test_reachable_targets_are_met_in_position_and_orientation():
     np.testing.assert_allclose(offset, 0.0, atol=1e-9)
 
 
-def test_a_target_out_of_reach_gets_a_straight_arm_pointing_at_it():
+def test_a_target_out_of_reach_shrugs_then_points_the_straight_arm_at_it():
   rng = np.random.default_rng(1)
   local, root = _pose(rng, 10)
   _, joints = _fk(local, root)
@@ -58,9 +59,18 @@ def test_a_target_out_of_reach_gets_a_straight_arm_pointing_at_it():
   reach = moved[:, [20, 21]] - moved[:, [16, 17]]
   np.testing.assert_allclose(np.linalg.norm(reach, axis=-1),
                              np.broadcast_to(ARM_LENGTH, (10, 2)), atol=1e-9)
-  np.testing.assert_allclose(reach / np.linalg.norm(reach, axis=-1,
-                                                    keepdims=True),
-                             direction, atol=1e-9)
+  toward = targets - moved[:, [16, 17]]
+  np.testing.assert_allclose(
+      reach / np.linalg.norm(reach, axis=-1, keepdims=True),
+      toward / np.linalg.norm(toward, axis=-1, keepdims=True), atol=1e-9)
+  # The collar turned toward the target, by at most MAX_SHRUG: the hand
+  # got closer than the arm alone could bring it.
+  turned = geometry.matrix_to_axis_angle(
+      np.swapaxes(local[:, [13, 14]], -1, -2) @ pinned[:, [13, 14]])
+  assert (np.linalg.norm(turned, axis=-1) <= hand_ik.MAX_SHRUG + 1e-9).all()
+  assert (np.linalg.norm(turned, axis=-1) > 0.1).all()
+  assert (np.linalg.norm(targets - moved[:, [20, 21]], axis=-1)
+          < 2.0 - np.asarray(ARM_LENGTH)).all()
 
 
 def test_weight_zero_leaves_the_pose_and_ignores_nan_targets():
