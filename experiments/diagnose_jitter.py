@@ -27,11 +27,11 @@ from absl import app
 from absl import flags
 import numpy as np
 
+from memmlp_jax import checkpoints
 from memmlp_jax import diagnostics
 from memmlp_jax import evaluation
 from memmlp_jax import host_memory
 from memmlp_jax import metrics
-from memmlp_jax import train
 from memmlp_jax.data import protocols
 from memmlp_jax.models import configs
 
@@ -58,7 +58,7 @@ _BACK = (0, 10, 20, 30, 40)  # rows back from the last
 
 def _restore(workdir: str):
   try:
-    return train.restore(workdir)
+    return checkpoints.restore(workdir)
   except (FileNotFoundError, OSError, ValueError, KeyError) as e:
     raise app.UsageError(f"--workdir {workdir}: cannot restore a trained "
                          f"model ({e})")

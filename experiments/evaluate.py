@@ -36,9 +36,9 @@ import time
 from absl import app
 from absl import flags
 
+from memmlp_jax import checkpoints
 from memmlp_jax import evaluation
 from memmlp_jax import host_memory
-from memmlp_jax import train
 from memmlp_jax.data import protocols
 
 FLAGS = flags.FLAGS
@@ -85,7 +85,7 @@ def _check_flags():
 
 def _restore(workdir: str):
   try:
-    return train.restore(workdir)
+    return checkpoints.restore(workdir)
   except (FileNotFoundError, OSError, ValueError, KeyError) as e:
     _fail(f"--workdir {workdir}: cannot restore a trained model ({e})")
 

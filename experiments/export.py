@@ -23,10 +23,10 @@ from absl import flags
 from absl import logging
 import numpy as np
 
+from memmlp_jax import checkpoints
 from memmlp_jax import export
 from memmlp_jax import metrics
 from memmlp_jax import rollout
-from memmlp_jax import train
 from memmlp_jax.data import prepared
 from memmlp_jax.models import configs
 
@@ -116,7 +116,7 @@ def main(argv):
   if not os.path.isdir(out_dir):
     _fail(f"--out: folder {out_dir} does not exist", 2)
   try:
-    cfg, params = train.restore(_WORKDIR.value)
+    cfg, params = checkpoints.restore(_WORKDIR.value)
   except FileNotFoundError as e:
     _fail(f"--workdir: {e}", 2)
   variables = {"params": params}

@@ -173,7 +173,7 @@ def evaluate(cfg, params, clips, skeleton, *, use_ik: bool = False,
   """Predicts and scores every clip.
 
   Args:
-    cfg, params: the model (``train.restore``).
+    cfg, params: the model (``checkpoints.restore``).
     clips: ``Clip``s with at least ``metrics.MIN_FRAMES`` frames.
     skeleton: the body the targets were computed on.
     use_ik: refine rotations towards the position branch (``ik.refine``).

@@ -11,8 +11,10 @@ import numpy as np
 from PIL import Image
 import pytest
 
+from memmlp_jax import checkpoints
 from memmlp_jax import evaluation
 from memmlp_jax import metrics
+from memmlp_jax import run_config
 from memmlp_jax import train
 from memmlp_jax.data import bvh
 from memmlp_jax.data import prepared
@@ -74,7 +76,7 @@ def _cli(*args):
 
 def test_results_table_and_heatmap(run, clips, tmp_path):
   loaded, skeleton = clips
-  cfg, params = train.restore(run)
+  cfg, params = checkpoints.restore(run)
   results, rows = evaluation.evaluate(cfg, params, loaded, skeleton)
   for key in metrics.COLUMNS + ("gt_jitter", "sequences", "frames", "model",
                                 "params", "gflops", "nan_frames", "timing"):
@@ -121,7 +123,7 @@ def test_cli_prints_table_and_timing(run, bvh_dir, tmp_path):
 def test_cli_bad_input_gets_a_clear_message(run, bvh_dir, tmp_path):
   untrained = tmp_path / "untrained"
   untrained.mkdir()
-  shutil.copy(os.path.join(run, train.CONFIG_FILE), untrained)
+  shutil.copy(os.path.join(run, run_config.CONFIG_FILE), untrained)
   data = json.loads(bvh.CMU_MAP.read_text())
   del data["joints"]["head"]
   no_head = tmp_path / "no_head.json"
@@ -154,7 +156,7 @@ def test_bvh_map_missing_a_joint_is_named(bvh_dir, tmp_path):
 
 
 def test_modes_that_do_not_fit_the_model(run):
-  cfg, _ = train.restore(run)
+  cfg, _ = checkpoints.restore(run)
   with pytest.raises(ValueError, match="offline protocol"):
     evaluation.check_mode(cfg, use_ik=False, offline=True)
   agrol = configs.get_config("agrol_mlp41")
@@ -164,7 +166,7 @@ def test_modes_that_do_not_fit_the_model(run):
 
 def test_short_and_lost_sequences(run, clips):
   loaded, skeleton = clips
-  cfg, params = train.restore(run)
+  cfg, params = checkpoints.restore(run)
   short = evaluation.Clip("short", *(x[:5] for x in (
       loaded[0].sparse, loaded[0].rot6d, loaded[0].pos)))  # < window
   tiny = evaluation.Clip("tiny", *(x[:3] for x in (
