@@ -25,7 +25,6 @@ Workdir layout:
   <stage>/events.out.tfevents.*  the same for TensorBoard
 """
 
-import csv
 import dataclasses
 import functools
 import os
@@ -44,6 +43,7 @@ from memmlp_jax import checkpoints
 from memmlp_jax import losses
 from memmlp_jax import rollout
 from memmlp_jax import run_config
+from memmlp_jax import writers
 from memmlp_jax.data import dataset
 from memmlp_jax.models import configs
 from memmlp_jax.models import memmlp
@@ -342,47 +342,6 @@ def jit_eval_step(eval_step, mesh: Mesh):
                  out_shardings=replicated)
 
 
-# ------------------------------------------------------------------ metrics
-
-
-class CsvWriter:
-  """Scalars to a CSV file (step, name, value), appending across restarts.
-
-  Duck-types clu's MetricWriter for the calls training makes.
-
-  Rows after `resume_step` (written by a run that was then killed before its
-  next checkpoint) are dropped on open, so the file never holds a step twice.
-  """
-
-  def __init__(self, path: str, resume_step: int = 0):
-    self._path = path
-    rows = []
-    if os.path.exists(path):
-      with open(path, newline="") as f:
-        rows = [r for r in csv.reader(f)][1:]
-      rows = [r for r in rows if int(r[0]) <= resume_step]
-    with open(path, "w", newline="") as f:
-      writer = csv.writer(f)
-      writer.writerow(["step", "name", "value"])
-      writer.writerows(rows)
-
-  def write_scalars(self, step, scalars):
-    with open(self._path, "a", newline="") as f:
-      writer = csv.writer(f)
-      for name, value in sorted(scalars.items()):
-        writer.writerow([int(step), name, float(value)])
-
-  def flush(self):
-    pass
-
-  def close(self):
-    pass
-
-
-def _format(metrics: dict) -> str:
-  return ", ".join(f"{k}={float(v):.4g}" for k, v in sorted(metrics.items()))
-
-
 # --------------------------------------------------------------------- loop
 
 
@@ -461,22 +420,16 @@ def run_stage(stage: Stage, config: RunConfig, workdir: str, train_split,
   if start >= stage.steps:
     manager.close()
     return state["params"]
-  # clu imports TensorFlow (seconds); only a training loop needs it, not
-  # restore() or a CLI that stops at a bad flag.
-  from clu import metric_writers, periodic_actions  # pylint: disable=g-import-not-at-top
   # TensorBoard and CSV from process 0; every process logs its own lines.
-  writers = []
-  if jax.process_index() == 0:
-    writers = [metric_writers.AsyncWriter(metric_writers.SummaryWriter(
-        stage_dir)), CsvWriter(os.path.join(stage_dir, "metrics.csv"), start)]
-  writer = metric_writers.MultiWriter(writers)
+  writer = writers.MultiWriter(
+      [writers.TensorBoardWriter(stage_dir),
+       writers.CsvWriter(os.path.join(stage_dir, "metrics.csv"), start)]
+      if jax.process_index() == 0 else [])
   train_step = jit_train_step(
       make_train_step(stage.kind, stage.model, config, stage.optimizer,
                       train_split.skeleton), mesh)
   evaluate = _evaluator(stage, config, test_split, mesh)
-  report = periodic_actions.ReportProgress(
-      num_train_steps=stage.steps, writer=writer, every_steps=config.log_every,
-      every_secs=None, on_steps=[stage.steps])
+  progress = writers.Progress(stage.kind, start, stage.steps)
   logging.info("%s: %d steps at batch %d on %d device(s), from step %d",
                stage.kind, stage.steps, stage.batch_size, mesh.size, start)
   for step in range(start, stage.steps):
@@ -486,22 +439,24 @@ def run_stage(stage: Stage, config: RunConfig, workdir: str, train_split,
     log_now = done % config.log_every == 0 or done == stage.steps
     if log_now:
       # Steps are dispatched asynchronously: read the metrics (waiting for
-      # the step) before `report` times it, so steps/s and the ETA are real.
+      # the step) before `progress` times it, so steps/s and the ETA are real.
       metrics = jax.device_get(metrics)
-    report(done)  # clu wants every step; it only acts on the logged ones
     if log_now:
-      writer.write_scalars(done, {f"train/{k}": v for k, v in metrics.items()})
+      writer.write_scalars(done, {**{f"train/{k}": v
+                                     for k, v in metrics.items()},
+                                  **progress(done)})
       logging.info("%s step %d/%d: %s", stage.kind, done, stage.steps,
-                   _format(metrics))
+                   writers.format_metrics(metrics))
     if evaluate and (done % config.eval_every == 0 or done == stage.steps):
       val = evaluate(state["params"])
       writer.write_scalars(done, {f"val/{k}": v for k, v in val.items()})
-      logging.info("%s step %d validation: %s", stage.kind, done, _format(val))
+      logging.info("%s step %d validation: %s", stage.kind, done,
+                   writers.format_metrics(val))
     if done % config.checkpoint_every == 0 or done == stage.steps:
       manager.save(done, args=ocp.args.StandardSave(state))
   manager.wait_until_finished()
   manager.close()
-  writer.flush()
+  writer.close()
   return state["params"]
 
 
