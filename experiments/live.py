@@ -110,12 +110,9 @@ def main(argv):
         f"{FLAGS.send}" + (" (Ctrl-C stops)" if not FLAGS.duration else ""),
         flush=True)
   session = live.Session(model, session_options)
-  interrupted = []
   try:
-    stats = live.serve(session, receiver, send, FLAGS.duration,
-                       stop=lambda: bool(interrupted))
-  except KeyboardInterrupt:
-    interrupted.append(True)
+    stats = live.serve(session, receiver, send, FLAGS.duration)
+  except KeyboardInterrupt:  # Ctrl-C: what was counted so far
     stats = dict(session.stats)
   finally:
     receiver.close()

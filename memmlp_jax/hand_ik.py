@@ -75,6 +75,8 @@ def _normalize(v):
 
 def _blend_rotation(source, target, weight):
   """Rotation ``weight`` of the way from ``source`` to ``target`` (geodesic)."""
+  if (weight == 1).all():
+    return target
   delta = geometry.matrix_to_axis_angle(np.swapaxes(source, -1, -2) @ target)
   return source @ geometry.axis_angle_to_matrix(weight[..., None] * delta)
 
@@ -116,13 +118,15 @@ def pin_hands(local_rotations, root_translation, target_positions,
     collar = positions[:, c]
     collar_bone = shoulder - collar
     excess = np.linalg.norm(target - shoulder, axis=-1) - upper - lower
-    toward = geometry.matrix_to_axis_angle(geometry.rotation_between(
-        collar_bone, target - collar))
-    full = np.linalg.norm(toward, axis=-1)
-    angle = np.clip(excess / np.linalg.norm(collar_bone, axis=-1), 0.0,
-                    np.minimum(MAX_SHRUG, full))
-    shrug = geometry.axis_angle_to_matrix(
-        toward * (angle / np.maximum(full, 1e-12))[:, None])
+    shrug = np.tile(np.eye(3), (len(local), 1, 1))
+    if (excess > 0).any():  # skipped when all in reach: live runs per frame
+      toward = geometry.matrix_to_axis_angle(geometry.rotation_between(
+          collar_bone, target - collar))
+      full = np.linalg.norm(toward, axis=-1)
+      angle = np.clip(excess / np.linalg.norm(collar_bone, axis=-1), 0.0,
+                      np.minimum(MAX_SHRUG, full))
+      shrug = geometry.axis_angle_to_matrix(
+          toward * (angle / np.maximum(full, 1e-12))[:, None])
     collar_rot = shrug @ global_rotations[:, c]
     shoulder, elbow, wrist = (
         collar + np.einsum("nij,nj->ni", shrug, p - collar)
