@@ -138,13 +138,14 @@ def render_frame(poses: Sequence[np.ndarray], parents: Sequence[int], *,
   """One frame: each pose (J, 3) in its panel; devices (rotations (D,3,3),
   positions (D,3)) drawn in every panel."""
   big = size * _SUPERSAMPLE
-  image = Image.new("RGB", (big * len(poses), big), BACKGROUND)
+  image = Image.new("RGB", (size * len(poses), size))
+  sub = Image.new("RGB", (big, big))  # one canvas, cleared per panel
   font = _font(14 * _SUPERSAMPLE)
   order_parents = np.asarray(parents)
   for k, (pose, title) in enumerate(zip(poses, titles)):
     center = np.array([pose[0, 0], pose[0, 1], _VIEW_HEIGHT / 2 - 0.15])
     panel = _Panel(view, big, center)
-    sub = Image.new("RGB", (big, big), BACKGROUND)
+    sub.paste(BACKGROUND, (0, 0, big, big))
     d = ImageDraw.Draw(sub)
     _draw_floor(d, panel, extent)
     bones = np.arange(1, len(parents))
@@ -174,8 +175,8 @@ def render_frame(poses: Sequence[np.ndarray], parents: Sequence[int], *,
     if title:
       d.text((big / 2, 12 * _SUPERSAMPLE), title, fill=(30, 30, 30),
              font=font, anchor="mt")
-    image.paste(sub, (k * big, 0))
-  return image.reduce(_SUPERSAMPLE)
+    image.paste(sub.reduce(_SUPERSAMPLE), (k * size, 0))
+  return image
 
 
 def _palette(image: Image.Image) -> Image.Image:
