@@ -3,7 +3,7 @@ r"""The peers' deployment path on this machine: AGRoL-MLP in onnxruntime.
   python -m benchmarks.onnx_reference [--models=agrol_mlp41,agrol_mlp196]
       [--threads=1] [--rounds=10] [--frames=300]
 
-The paper ships its model as ONNX run on one CPU core; the issue's reference
+The paper ships its model as ONNX run on one CPU core; the project's reference
 latencies (AGRoL-MLP-41 5.8 ms, AGRoL-MLP-196 25.8 ms per frame) are the
 peers' PyTorch models exported to ONNX and run by onnxruntime. This writes
 AGRoL's MLP as the graph torch.onnx.export emits for it (MatMul + Add for

@@ -40,7 +40,7 @@ _DEFAULT = train.RunConfig(model=configs.get_config("memmlp41"))
 _WORKDIR = flags.DEFINE_string("workdir", None, "Checkpoints, config and "
                                "metrics of the run.", required=True)
 _PROTOCOL = flags.DEFINE_enum("protocol", "free", protocols.NAMES,
-                              "Data protocol (DESIGN 2.3).")
+                              "Data protocol (docs/design.md §2).")
 _DATA_DIR = flags.DEFINE_string(
     "data_dir", _DEFAULT_DATA, "Data root: the free mocap folders, or the "
     "AMASS root for s1/s2/s3. Defaults to $MEMMLP_DATA, else ../shared/data.")

@@ -1,4 +1,4 @@
-"""The streaming step as a TFLite model, and a LiteRT runner for it (DESIGN 5).
+"""The streaming step as a TFLite model, and a LiteRT runner for it (docs/design.md §6).
 
 One TFLite signature (``serving_default``) is the streaming step for one
 sequence: ``cached_step.step`` for Mem-MLP with the paper's memory block

@@ -4,7 +4,7 @@ Every function takes NumPy or JAX arrays and returns the same kind, batched
 over leading dimensions: loaders run them in float64 NumPy, the model and the
 metrics in jitted float32 JAX. Matrices act on column vectors.
 
-Conventions (DESIGN.md section 1):
+Conventions (docs/design.md §1):
 - 6D is the first two COLUMNS of the matrix, ``[R[:, 0], R[:, 1]]``
   (Zhou et al. 2019), flattened as (r00, r10, r20, r01, r11, r21).
 - Quaternions are (w, x, y, z).

@@ -1,4 +1,4 @@
-"""Inverse-kinematics refinement (DESIGN 3, optional stage).
+"""Inverse-kinematics refinement (docs/design.md §4, optional stage).
 
 The position branch of a multi-head model is usually more accurate than
 its rotation branch, but only rotations drive a body. This stage starts from

@@ -1,4 +1,4 @@
-"""Training losses (DESIGN 3, paper 3.3) and their weighting.
+"""Training losses (docs/design.md §3, paper 3.3) and their weighting.
 
 Mem-MLP family (cfg.arch == "mlp"), on whole windows (B, T, .):
   rot        distance of 6D rotations, all 22 joints            (eq. 1)

@@ -1,4 +1,4 @@
-"""The evaluation metrics of AGRoL, with its exact conventions (DESIGN 4).
+"""The evaluation metrics of AGRoL, with its exact conventions (docs/design.md §5).
 
 Published tables (AGRoL, AvatarPoser, Mem-MLP) all compute:
 - predicted joint positions by forward kinematics of the predicted rotations

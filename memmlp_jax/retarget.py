@@ -1,4 +1,4 @@
-"""Retargeting a source skeleton's motion onto the canonical body (DESIGN 2.1).
+"""Retargeting a source skeleton's motion onto the canonical body (docs/design.md §2).
 
 A source is any kinematic tree whose joint frames are world-aligned in its
 zero pose (BVH's convention; `data/asfamc.py` converts ASF bone frames into
@@ -17,8 +17,8 @@ its children, so for canonical joint j with source joint s(j):
    direction leaves open: for CMU B is about the identity). A joint with
    none (a leaf) gets the body-frame alignment: the rotation taking the
    canonical body's rest axes (up; left = hip to hip, level) onto the
-   source's, about the identity for a Y-up source facing +Z like CMU's (so
-   DESIGN's "identity for leaves" there) and right for Z-up or other-facing
+   source's, about the identity for a Y-up source facing +Z like CMU's (so the plain
+   rule's "identity for leaves" there) and right for Z-up or other-facing
    sources too; wrists instead inherit their elbow's alignment, as a hand
    continues its forearm whatever the zero pose (arms out or down);
 3. G_j = W S_j A_j (W turns a Y-up source Z-up), L_j = G_parent^T G_j; a
@@ -45,7 +45,7 @@ _LEGS = (("left_hip", "left_knee", "left_ankle"),
          ("right_hip", "right_knee", "right_ankle"))
 # Source points closer than this (metres) count as the same point.
 _COINCIDENT_M = 1e-4
-FPS = 60.0  # every Motion's frame rate (DESIGN 2.1)
+FPS = 60.0  # every Motion's frame rate (docs/design.md §2)
 _UP_AXES = {"y": np.array([0.0, 1.0, 0.0]), "z": np.array([0.0, 0.0, 1.0])}
 
 

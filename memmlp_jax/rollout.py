@@ -1,4 +1,4 @@
-"""Online, causal, autoregressive inference (DESIGN 3, "Inference").
+"""Online, causal, autoregressive inference (docs/design.md §4).
 
 One frame of sparse tracking (54 features) in, one full-body pose out:
 - the new frame rolls into the window of the last T inputs (the very first
@@ -53,7 +53,7 @@ ROT_DIM = 132
 POS_DIM = 66
 HEAD_POSITION = slice(36, 39)  # the head's world position in a sparse frame
 _IDENTITY_6D = (1.0, 0.0, 0.0, 0.0, 1.0, 0.0)
-# Layout of a sparse frame (DESIGN 1): rotations 6D (18), rotation velocity
+# Layout of a sparse frame (docs/design.md §1): rotations 6D (18), rotation velocity
 # 6D (18), positions (9), position deltas (9), for head, left and right wrist.
 # Identity rotations and rotation velocities, zero positions and deltas: the
 # values of a tracker held still at the origin.

@@ -24,7 +24,7 @@ PARENTS = (-1, 0, 0, 0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 9, 9, 12, 13, 14, 16, 17,
            18, 19)
 NUM_JOINTS = 22
 
-# Tracked joints, in the order of the sparse input (DESIGN.md section 1).
+# Tracked joints, in the order of the sparse input (docs/design.md §1).
 SPARSE_JOINTS = (15, 20, 21)
 HEAD = 15
 

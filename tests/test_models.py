@@ -77,7 +77,7 @@ def test_parameter_counts_match_closed_form(name):
 def test_parameter_counts_near_paper():
   counts = {n: configs.count_params(configs.get_config(n))
             for n in configs.NAMES}
-  # DESIGN 3: Mem-MLP-41 4.10 M, AGRoL-MLP 3.74 M (T=196).
+  # The paper: Mem-MLP-41 4.10 M, AGRoL-MLP 3.74 M (T=196).
   assert counts["memmlp41"]["total"] == pytest.approx(4.10e6, rel=0.005)
   assert counts["agrol_mlp196"]["total"] == pytest.approx(3.74e6, rel=0.005)
   # AvatarPoser's published size is 4.12 M.

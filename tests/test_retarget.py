@@ -1,4 +1,4 @@
-"""Retargeting (DESIGN 2.1) on sources whose right answer is known."""
+"""Retargeting (docs/design.md §2) on sources whose right answer is known."""
 
 import numpy as np
 import pytest

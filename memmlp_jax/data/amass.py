@@ -1,6 +1,6 @@
 """AMASS `*_poses.npz` clips on the user's own SMPL-H body model.
 
-AGRoL's convention (DESIGN.md 2.1): the SMPL-H male model with betas = 0;
+AGRoL's convention (docs/design.md §2): the SMPL-H male model with betas = 0;
 rest joints = ``J_regressor @ v_template`` (first 22), parents from
 ``kintree_table``; ``poses[:, :66]`` are the 22 local rotations as axis-angle
 (joint 0 the root orientation in AMASS's Z-up world) and ``trans`` the root

@@ -36,7 +36,7 @@ from memmlp_jax import skeleton
 
 SPARSE_JOINTS = len(skeleton.SPARSE_JOINTS)
 NUM_JOINTS = skeleton.NUM_JOINTS
-# Layout of the 54 sparse features (DESIGN 1): per block, head, left wrist,
+# Layout of the 54 sparse features (docs/design.md §1): per block, head, left wrist,
 # right wrist in that order.
 _SPARSE_ROT = slice(0, 18)
 _SPARSE_ROT_VEL = slice(18, 36)

@@ -2,7 +2,7 @@
 
 A `Motion` holds canonical local rotations and root translation in the Z-up
 world at (normally) 60 fps. `features` turns it into the model's sparse input
-and targets exactly as DESIGN.md section 1 defines them (AGRoL/AvatarPoser's
+and targets exactly as docs/design.md §1 defines them (AGRoL/AvatarPoser's
 convention: no normalisation, frame 0 dropped).
 """
 

@@ -1,4 +1,4 @@
-"""Data protocols: which clips train and which test (DESIGN.md 2.3).
+"""Data protocols: which clips train and which test (docs/design.md §2).
 
 - ``free``: all the mocap in the shared data folder (CMU ASF/AMC, HDM05 cut
   ASF/AMC, CMU BVH), split 90/10 by clip, stratified by person, seeded, and

@@ -1,4 +1,4 @@
-"""AvatarPoser (Jiang et al. 2022) in the project's model contract (DESIGN 6).
+"""AvatarPoser (Jiang et al. 2022) in the project's model contract (docs/design.md §3).
 
 Linear 54 -> 256, 3 transformer encoder layers as PyTorch's default
 nn.TransformerEncoderLayer builds them (post-LN, ReLU feed-forward 2048,

@@ -1,4 +1,4 @@
-"""Building blocks shared by the Mem-MLP family (DESIGN 3).
+"""Building blocks shared by the Mem-MLP family (docs/design.md §3).
 
 Every block here works on TIME-MAJOR arrays (T, B, C). Keeping the hidden state
 time-major through the whole backbone turns AGRoL's 1x1 Conv1D over time (a

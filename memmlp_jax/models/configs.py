@@ -4,7 +4,7 @@
   model = configs.build(cfg)
   configs.count_params(cfg)  # {"total": ..., "trainable": ..., "frozen": ...}
 
-Named configs (DESIGN 3 and 6):
+Named configs (docs/design.md §3):
   memmlp41      Mem-MLP, T=41, 8 blocks, memory after blocks 2/4/6/8, two heads.
   memmlp60      the same with T=60.
   agrol_mlp41   AGRoL-MLP: 12 blocks, no memory, a single Linear rotation head.

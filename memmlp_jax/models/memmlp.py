@@ -16,7 +16,7 @@ Call (the contract every model in configs.build follows):
     train        True only in the training step; it only switches alpha.
   -> {"rot6d": (B, T, 132), "pos": (B, T, 66) or None without multi_head}
 
-Architecture (DESIGN 3): Linear 54 -> D, then N_b MLP blocks; after each block
+Architecture (docs/design.md §3): Linear 54 -> D, then N_b MLP blocks; after each block
 in cfg.fusion_layers (every even one by default) a memory feature is fused into
 the hidden state; then the predictor: per output, head_blocks MLP blocks and a
 Linear (rot6d 132; pos 66 when multi_head). Hidden states are time-major

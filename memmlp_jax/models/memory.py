@@ -6,7 +6,7 @@ All inputs are time-major windows of the PREVIOUS step t-1 (T, B, C):
 Which motion arrives is the caller's business: ground truth in training, the
 model's own previous prediction (zeros before the first) at inference.
 
-`MemoryBlock` (the paper's, DESIGN 3): h_s, h_m, h_c = Linear-LN-SiLU(s, m, c);
+`MemoryBlock` (the paper's, docs/design.md §3): h_s, h_m, h_c = Linear-LN-SiLU(s, m, c);
   b = alpha * h_m + (1 - alpha) * h_c      (element-wise)
   f = concat(h_s, b)   [memory_combine="concat", default]   or   h_s + b  ["add"]
 Without the VQ code (use_vq_code=False): b = alpha * h_m, so training keeps the
