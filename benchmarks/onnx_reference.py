@@ -26,6 +26,7 @@ from absl import flags
 from absl import logging
 import numpy as np
 
+from memmlp_jax import dims
 from memmlp_jax import export
 from memmlp_jax.models import configs
 
@@ -105,9 +106,9 @@ def agrol_onnx(cfg: configs.ModelConfig, params) -> bytes:
   graph = helper.make_graph(
       nodes, cfg.name,
       [helper.make_tensor_value_info("sparse", onnx.TensorProto.FLOAT,
-                                     [1, window, configs.SPARSE_DIM])],
+                                     [1, window, dims.SPARSE_DIM])],
       [helper.make_tensor_value_info("rot6d", onnx.TensorProto.FLOAT,
-                                     [1, window, configs.ROT6D_DIM])],
+                                     [1, window, dims.ROT6D_DIM])],
       weights)
   model = helper.make_model(graph,
                             opset_imports=[helper.make_opsetid("", OPSET)])

@@ -33,6 +33,7 @@ import numpy as np
 
 from memmlp_jax import export
 from memmlp_jax.models import configs
+from memmlp_jax.models import factory
 
 _MODELS = flags.DEFINE_list(
     "models", ["memmlp41", "memmlp60", "agrol_mlp41", "agrol_mlp196",
@@ -99,7 +100,7 @@ class _Candidate:
     path = os.path.join(workdir, f"{name}_{quantize}.tflite")
     export.save(tflite, sidecar, path)
     self.row = {"model": name, "quantize": quantize,
-                "params": configs.count_params(cfg)["total"],
+                "params": factory.count_params(cfg)["total"],
                 "mb": len(tflite) / 2**20,
                 "gflops": export.step_flops(step, state) / 1e9}
     self._streamer = export.TFLiteStreamer(path, num_threads=threads)

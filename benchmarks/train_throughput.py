@@ -26,11 +26,13 @@ from absl import flags
 import jax
 import jax.numpy as jnp
 
+from memmlp_jax import dims
 from memmlp_jax import host_memory
 from memmlp_jax import losses
 from memmlp_jax import skeleton
 from memmlp_jax import train
 from memmlp_jax.models import configs
+from memmlp_jax.models import factory
 
 _MODELS = flags.DEFINE_list("models", list(configs.NAMES), "Models to time.")
 _BATCH = flags.DEFINE_integer("batch_size", 256, "Windows per train step.")
@@ -44,9 +46,9 @@ def random_batch(cfg: configs.ModelConfig, batch: int, rng: jax.Array):
   """Random T+1-frame crops, the layout train.make_train_step takes."""
   keys = jax.random.split(rng, 3)
   shape = (batch, cfg.window + 1)
-  return {"sparse": jax.random.normal(keys[0], shape + (configs.SPARSE_DIM,)),
-          "rot6d": jax.random.normal(keys[1], shape + (configs.ROT6D_DIM,)),
-          "pos": jax.random.normal(keys[2], shape + (configs.POS_DIM,)),
+  return {"sparse": jax.random.normal(keys[0], shape + (dims.SPARSE_DIM,)),
+          "rot6d": jax.random.normal(keys[1], shape + (dims.ROT6D_DIM,)),
+          "pos": jax.random.normal(keys[2], shape + (dims.POS_DIM,)),
           "clip_frame": jnp.full((batch,), cfg.window, jnp.int32)}
 
 
@@ -60,7 +62,7 @@ def _flops(compiled) -> float:
 def measure(name: str, batch: int, repeats: int, warmup: int) -> dict:
   cfg = configs.get_config(name)
   rng = jax.random.PRNGKey(0)
-  model, variables = configs.init(cfg, rng)
+  model, variables = factory.init(cfg, rng)
   config = train.RunConfig(model=cfg, batch_size=batch)
   optimizer = train.memmlp_optimizer(config)
   state = train.init_state(
@@ -72,7 +74,7 @@ def measure(name: str, batch: int, repeats: int, warmup: int) -> dict:
   data = random_batch(cfg, batch, rng)
   compiled = step.lower(state, data).compile()
 
-  inputs = configs.dummy_inputs(cfg, 1)
+  inputs = factory.dummy_inputs(cfg, 1)
   forward = jax.jit(lambda v, i: model.apply(v, **i, train=False))
   forward_flops = _flops(forward.lower(variables, inputs).compile())
 
@@ -87,7 +89,7 @@ def measure(name: str, batch: int, repeats: int, warmup: int) -> dict:
   best = min(times)
   return {
       "model": name,
-      "params": configs.count_params(cfg)["total"],
+      "params": factory.count_params(cfg)["total"],
       "train_gflops_per_window": _flops(compiled) / batch / 1e9,
       "forward_gflops_per_window": forward_flops / 1e9,
       "ms_per_step": best * 1e3,

@@ -33,7 +33,7 @@ from memmlp_jax import evaluation
 from memmlp_jax import host_memory
 from memmlp_jax import metrics
 from memmlp_jax.data import protocols
-from memmlp_jax.models import configs
+from memmlp_jax.models import factory
 
 FLAGS = flags.FLAGS
 flags.DEFINE_multi_string("workdir", [], "Training runs to diagnose.")
@@ -70,7 +70,7 @@ def diagnose(workdir: str, cfg, params, clips, skeleton,
 
   ``teacher``: the memory reads the true previous window, not its own.
   """
-  model, variables = configs.build(cfg), {"params": params}
+  model, variables = factory.build(cfg), {"params": params}
   rows = [cfg.window - 1 - back for back in _BACK if back < cfg.window]
   reports = []
   for clip in clips:

@@ -28,7 +28,7 @@ from memmlp_jax import export
 from memmlp_jax import metrics
 from memmlp_jax import rollout
 from memmlp_jax.data import prepared
-from memmlp_jax.models import configs
+from memmlp_jax.models import factory
 
 _WORKDIR = flags.DEFINE_string("workdir", None, "Training run to export.",
                                required=True)
@@ -87,7 +87,7 @@ def parity_report(cfg, variables, model_path: str, quantize: str) -> bool:
   split, clips = _parity_clips(_PARITY_CLIPS.value, _MAX_FRAMES.value)
   sequences = [np.asarray(split.sparse[rows]) for _, rows in clips]
   per_step = export.step_parity(cfg, variables, model_path, sequences)
-  reference = rollout.rollout_sequences(configs.build(cfg), variables, cfg,
+  reference = rollout.rollout_sequences(factory.build(cfg), variables, cfg,
                                         sequences)
   exported = export.predict_sequences(model_path, sequences)
   streamed = export.max_abs_difference(reference, exported)

@@ -26,18 +26,18 @@ from absl import flags
 from absl import logging
 import numpy as np
 
+from memmlp_jax import checkpoints
 from memmlp_jax import geometry
 from memmlp_jax import hand_ik
 from memmlp_jax import host_memory
 from memmlp_jax import metrics
 from memmlp_jax import rollout
 from memmlp_jax import skeleton as skeleton_lib
-from memmlp_jax import train
 from memmlp_jax import render
 from memmlp_jax.data import bvh_writer
 from memmlp_jax.data import motion as motion_lib
 from memmlp_jax.data import tracking
-from memmlp_jax.models import configs
+from memmlp_jax.models import factory
 
 FLAGS = flags.FLAGS
 flags.DEFINE_string("workdir", None, "Training run to predict with.")
@@ -182,8 +182,8 @@ def predict(workdir: str, rotations, positions, body, scale: float):
   Positions are divided by ``scale`` so the model sees a body of the size
   it was trained on (``body`` unscaled).
   """
-  cfg, params = train.restore(workdir)
-  model, variables = configs.build(cfg), {"params": params}
+  cfg, params = checkpoints.restore(workdir)
+  model, variables = factory.build(cfg), {"params": params}
   sparse = motion_lib.sparse_from_tracking(rotations, positions / scale)
   state = rollout.init_state(cfg, 1, skeleton=body.scaled(1.0 / scale))
   _, poses = rollout.rollout(model, variables, state, sparse[None])

@@ -36,6 +36,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from memmlp_jax import dims
 from memmlp_jax import rollout
 from memmlp_jax import skeleton as skeleton_lib
 from memmlp_jax.models import blocks
@@ -110,11 +111,11 @@ def _forward(cfg, params, embedded, prev_sparse, prev_motion, sparse_memory):
     fuse = params[f"fuse_{i}"]
     h = (h + sparse_memory[..., cfg.fusion_layers.index(i), :]
          + (blend @ fuse["kernel"][width:] + fuse["bias"]))
-  rot6d = _apply(memmlp.Head(cfg.head_blocks, configs.ROT6D_DIM),
+  rot6d = _apply(memmlp.Head(cfg.head_blocks, dims.ROT6D_DIM),
                  params["rot_head"], h)
   pos = None
   if cfg.multi_head:
-    pos = time_major(_apply(memmlp.Head(cfg.head_blocks, configs.POS_DIM),
+    pos = time_major(_apply(memmlp.Head(cfg.head_blocks, dims.POS_DIM),
                             params["pos_head"], h))
   return time_major(rot6d), pos
 

@@ -90,7 +90,7 @@ def _nest(path, value):
 def restore(workdir: str):
   """(ModelConfig, params) of a trained run, for evaluation and export.
 
-  The model is `configs.build(cfg)`, called as
+  The model is `factory.build(cfg)`, called as
   `model.apply({"params": params}, ...)`; params hold the frozen VQ part.
   """
   cfg = load_config(workdir).model

@@ -12,20 +12,18 @@ import os
 import time
 
 import jax
-import matplotlib
+from matplotlib import figure
 import numpy as np
 
 from memmlp_jax import export
 from memmlp_jax import ik
 from memmlp_jax import metrics
 from memmlp_jax import rollout
+from memmlp_jax import skeleton as skeleton_lib
 from memmlp_jax.data import bvh
 from memmlp_jax.data import motion as motion_lib
 from memmlp_jax.data import prepared
-from memmlp_jax.models import configs
-
-matplotlib.use("Agg")
-from matplotlib import pyplot as plt  # pylint: disable=g-import-not-at-top,wrong-import-position
+from memmlp_jax.models import factory
 
 HEAD_COLUMNS = slice(3 * 15, 3 * 16)  # the head joint in a (N, 66) target
 
@@ -126,7 +124,7 @@ def predict(cfg, variables, clips, skeleton, *, offline: bool,
     streamer = export.TFLiteStreamer(tflite)
     return [export.predict_sequence(tflite, s, streamer=streamer)
             for s in sequences]
-  model = configs.build(cfg)
+  model = factory.build(cfg)
   if offline:
     return rollout.offline_sequences(model, variables, cfg, sequences)
   return rollout.rollout_sequences(model, variables, cfg, sequences, lanes,
@@ -143,10 +141,16 @@ def heatmap(per_joint, names, path: str, title: str):
   """Per-sequence x per-joint position error (cm) as a PNG."""
   errors = np.asarray(per_joint)
   height = max(3.0, 0.18 * len(names) + 1.5)
-  fig, ax = plt.subplots(figsize=(10, height))
+  # A Figure of its own (not pyplot): no global backend is set on import and
+  # nothing is left open.
+  fig = figure.Figure(figsize=(10, height))
+  ax = fig.subplots()
   image = ax.imshow(errors, aspect="auto", cmap="magma")
   ax.set_xticks(range(errors.shape[1]))
-  ax.set_xticklabels(range(errors.shape[1]), fontsize=7)
+  joint_names = (skeleton_lib.JOINT_NAMES
+                 if errors.shape[1] == len(skeleton_lib.JOINT_NAMES)
+                 else range(errors.shape[1]))
+  ax.set_xticklabels(joint_names, fontsize=7, rotation=90)
   ax.set_xlabel("joint")
   ax.set_yticks(range(len(names)))
   ax.set_yticklabels(names, fontsize=6)
@@ -154,7 +158,6 @@ def heatmap(per_joint, names, path: str, title: str):
   fig.colorbar(image, ax=ax, label="mean position error (cm)")
   fig.tight_layout()
   fig.savefig(path, dpi=110)
-  plt.close(fig)
 
 
 def check_mode(cfg, *, use_ik: bool, offline: bool):

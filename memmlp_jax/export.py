@@ -51,8 +51,10 @@ import jax.numpy as jnp
 import numpy as np
 
 from memmlp_jax import cached_step
+from memmlp_jax import dims
 from memmlp_jax import rollout
 from memmlp_jax.models import configs
+from memmlp_jax.models import factory
 from memmlp_jax.models import vqvae
 
 FORMAT = "memmlp_jax.tflite_step/1"
@@ -91,7 +93,7 @@ def streaming_step(cfg: configs.ModelConfig, variables, *,
 
     return cached_step.init_state(cfg, batch=1), step
 
-  model = configs.build(cfg)
+  model = factory.build(cfg)
 
   def step(state, frame):  # pylint: disable=function-redefined
     state, pose = rollout.step(model, variables, state, frame)
@@ -146,7 +148,7 @@ def param_checksum(params) -> str:
 
 
 def step_flops(step: StepFn, state,
-               frame_shape: tuple[int, ...] = (1, configs.SPARSE_DIM)) -> float:
+               frame_shape: tuple[int, ...] = (1, dims.SPARSE_DIM)) -> float:
   """FLOPs of one step from XLA's cost analysis (a multiply-add counts 2)."""
   frame = jnp.zeros(frame_shape, jnp.float32)
   compiled = jax.jit(step).lower(state, frame).compile()
@@ -163,7 +165,7 @@ def random_variables(cfg: configs.ModelConfig, seed: int = 0) -> dict:
   which avoids compiling the initialisers (tens of seconds on a busy CPU).
   """
   shapes = jax.eval_shape(
-      lambda: configs.init(cfg, jax.random.PRNGKey(seed))[1])
+      lambda: factory.init(cfg, jax.random.PRNGKey(seed))[1])
   rng = np.random.default_rng(seed)
 
   def draw(path, leaf):
@@ -208,7 +210,7 @@ def _converter_options(converter, quantize: str):
 
 
 def convert_step(step: StepFn, state, *, quantize: str = "none",
-                 frame_shape: tuple[int, ...] = (1, configs.SPARSE_DIM)
+                 frame_shape: tuple[int, ...] = (1, dims.SPARSE_DIM)
                  ) -> bytes:
   """The TFLite flatbuffer of ``step`` (its parameters baked in as constants).
 
@@ -257,8 +259,8 @@ def make_sidecar(cfg: configs.ModelConfig, params, state, tflite: bytes,
                  quantize: str, pose_names) -> dict:
   """The JSON-ready description of an exported step."""
   layout = state_layout(state)
-  frame = np.zeros((1, configs.SPARSE_DIM), np.float32)
-  pose_specs = {"rot6d": (1, configs.ROT6D_DIM), "pos": (1, configs.POS_DIM),
+  frame = np.zeros((1, dims.SPARSE_DIM), np.float32)
+  pose_specs = {"rot6d": (1, dims.ROT6D_DIM), "pos": (1, dims.POS_DIM),
                 "lost": (1,)}
   outputs = [{"name": name, "shape": list(pose_specs[name]),
               "dtype": "bool" if name == "lost" else "float32"}
@@ -285,7 +287,7 @@ def export_model(cfg: configs.ModelConfig, variables, *,
   """(tflite bytes, sidecar) of ``cfg``'s streaming step with ``variables``."""
   state, step = streaming_step(cfg, variables, cached=cached)
   pose_names = jax.eval_shape(
-      step, state, jnp.zeros((1, configs.SPARSE_DIM)))[1].keys()
+      step, state, jnp.zeros((1, dims.SPARSE_DIM)))[1].keys()
   tflite = convert_step(step, state, quantize=quantize)
   return tflite, make_sidecar(cfg, variables, state, tflite, quantize,
                               pose_names)

@@ -64,9 +64,9 @@ class JaxStepper:
     # Imported here: a TFLite-only user need not load the training stack.
     from memmlp_jax import checkpoints  # pylint: disable=g-import-not-at-top
     from memmlp_jax import rollout  # pylint: disable=g-import-not-at-top
-    from memmlp_jax.models import configs  # pylint: disable=g-import-not-at-top
+    from memmlp_jax.models import factory  # pylint: disable=g-import-not-at-top
     cfg, params = checkpoints.restore(workdir)
-    self._model, self._variables = configs.build(cfg), {"params": params}
+    self._model, self._variables = factory.build(cfg), {"params": params}
     self._step = rollout.step
     self._initial = rollout.init_state(cfg, 1, skeleton=skeleton)
     self.name = f"{cfg.name} (JAX, {workdir})"

@@ -29,9 +29,9 @@ here a small freshly initialised model):
 
 >>> import jax, numpy as np
 >>> from memmlp_jax import rollout
->>> from memmlp_jax.models import configs
+>>> from memmlp_jax.models import configs, factory
 >>> cfg = configs.get_config("memmlp41", latent_dim=32, num_blocks=2)
->>> model, variables = configs.init(cfg, jax.random.PRNGKey(0))
+>>> model, variables = factory.init(cfg, jax.random.PRNGKey(0))
 >>> state = rollout.init_state(cfg, batch=1)
 >>> state, pose = rollout.step(model, variables, state, np.zeros((1, 54)))
 >>> pose["rot6d"].shape, pose["pos"].shape, bool(pose["lost"][0])
@@ -45,12 +45,13 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from memmlp_jax import dims
 from memmlp_jax import geometry
 from memmlp_jax import skeleton as skeleton_lib
 
-SPARSE_DIM = 54
-ROT_DIM = 132
-POS_DIM = 66
+SPARSE_DIM = dims.SPARSE_DIM
+ROT_DIM = dims.ROT6D_DIM
+POS_DIM = dims.POS_DIM
 HEAD_POSITION = slice(36, 39)  # the head's world position in a sparse frame
 _IDENTITY_6D = (1.0, 0.0, 0.0, 0.0, 1.0, 0.0)
 # Layout of a sparse frame (docs/design.md §1): rotations 6D (18), rotation velocity
@@ -147,7 +148,7 @@ def step(model, variables, state: State, frame):
   """Consumes one frame per sequence; returns (new state, pose).
 
   Args:
-    model: the Flax module (``configs.build(cfg)``).
+    model: the Flax module (``factory.build(cfg)``).
     variables: its variables (``{"params": ...}``).
     state: from ``init_state`` or the previous ``step``.
     frame: (B, 54) sparse features of the new frame (NaN = lost).

@@ -46,6 +46,7 @@ from memmlp_jax import run_config
 from memmlp_jax import writers
 from memmlp_jax.data import dataset
 from memmlp_jax.models import configs
+from memmlp_jax.models import factory
 from memmlp_jax.models import memmlp
 from memmlp_jax.models import vqvae
 
@@ -137,7 +138,7 @@ def init_vqvae_params(cfg: configs.ModelConfig, rng, batch):
 
 def init_memmlp_params(cfg: configs.ModelConfig, rng, vq_params=None):
   """{"model": model params (VQ part from stage 1), "loss": loss params}."""
-  _, variables = configs.init(cfg, rng)
+  _, variables = factory.init(cfg, rng)
   params = dict(variables["params"])
   if cfg.uses_vq:
     if vq_params is None:
@@ -370,7 +371,7 @@ def build_stage(kind: str, config: RunConfig, train_split,
   cfg = config.model
   rng = jax.random.PRNGKey(config.seed)
   if kind == "memmlp" and start_params is not None:
-    return Stage(kind, configs.build(cfg), config.steps, config.batch_size,
+    return Stage(kind, factory.build(cfg), config.steps, config.batch_size,
                  memmlp_optimizer(config), lambda: start_params)
   # Jitted: op-by-op initialisation compiles every small op on its own.
   if kind == "vqvae":
@@ -381,7 +382,7 @@ def build_stage(kind: str, config: RunConfig, train_split,
                  config.vq_batch_size, vqvae_optimizer(config),
                  functools.partial(init, sampler.batch(0)))
   init = jax.jit(lambda vq: init_memmlp_params(cfg, rng, vq))
-  return Stage(kind, configs.build(cfg), config.steps, config.batch_size,
+  return Stage(kind, factory.build(cfg), config.steps, config.batch_size,
                memmlp_optimizer(config), functools.partial(init, vq_params))
 
 

@@ -9,6 +9,7 @@ from memmlp_jax import cached_step
 from memmlp_jax import export
 from memmlp_jax import rollout
 from memmlp_jax.models import configs
+from memmlp_jax.models import factory
 
 SMALL = dict(latent_dim=32, num_blocks=4, memory_dim=16, vq_codebook_size=16,
              vq_hidden=32)
@@ -28,7 +29,7 @@ def test_cached_step_equals_rollout_step(overrides):
   cfg = configs.get_config("memmlp41", **SMALL, **overrides)
   assert cached_step.supports(cfg)
   variables = export.random_variables(cfg)
-  model = configs.build(cfg)
+  model = factory.build(cfg)
   reference = rollout.init_state(cfg, batch=1)
   cached = cached_step.init_state(cfg, batch=1)
   step = jax.jit(lambda state, frame: cached_step.step(cfg, variables, state,

@@ -20,6 +20,7 @@ from memmlp_jax.data import asfamc
 from memmlp_jax.data import bvh
 from memmlp_jax.data import motion as motion_lib
 from memmlp_jax.models import configs
+from memmlp_jax.models import factory
 
 REPO = pathlib.Path(__file__).resolve().parent.parent
 DATA = (REPO / os.environ.get("MEMMLP_DATA", "../shared/data")).resolve()
@@ -97,7 +98,7 @@ def test_a_clip_shorter_than_its_window_is_refused():
 ])
 def test_last_row_of_each_window_is_the_online_output(name, overrides):
   cfg = configs.get_config(name, **overrides)
-  model, variables = configs.build(cfg), export.random_variables(cfg)
+  model, variables = factory.build(cfg), export.random_variables(cfg)
   sparse = _cmu_features(40)["sparse"]
   windows = diagnostics.window_predictions(model, variables, cfg, sparse)
   assert windows.shape == (40, WINDOW, 132)
@@ -120,6 +121,7 @@ def _diagnose_cli(*args):
 
 
 @pytest.mark.skipif(not BVH_ZIP.exists(), reason=f"no mocap data in {DATA}")
+@pytest.mark.slow
 def test_cli_reports_every_run_on_a_bvh_folder(tmp_path):
   folder = tmp_path / "bvh"
   folder.mkdir()
@@ -152,7 +154,7 @@ def test_teacher_forced_memory_reads_the_true_previous_window():
   cfg = configs.get_config("memmlp41", latent_dim=32, num_blocks=2,
                            memory_dim=16, vq_codebook_size=16, vq_hidden=32,
                            window=WINDOW, head_blocks=1)
-  model, variables = configs.build(cfg), export.random_variables(cfg)
+  model, variables = factory.build(cfg), export.random_variables(cfg)
   features = _cmu_features(40)
   motion = np.concatenate([features["rot6d"], features["pos"]], axis=-1)
   sparse = features["sparse"]

@@ -20,12 +20,14 @@ import pytest
 import saved_runs
 
 from memmlp_jax import cached_step
+from memmlp_jax import dims
 from memmlp_jax import export
 from memmlp_jax import rollout
 from memmlp_jax import train
 from memmlp_jax.data import asfamc
 from memmlp_jax.data import motion as motion_lib
 from memmlp_jax.models import configs
+from memmlp_jax.models import factory
 
 REPO = pathlib.Path(__file__).resolve().parent.parent
 DATA = (REPO / os.environ.get("MEMMLP_DATA", "../shared/data")).resolve()
@@ -64,7 +66,7 @@ def exported(tmp_path_factory):
 
 
 def _jax_stream(cfg, variables, sparse):
-  model = configs.build(cfg)
+  model = factory.build(cfg)
   state = rollout.init_state(cfg, batch=1)
   poses = []
   for frame in sparse:
@@ -80,8 +82,8 @@ def test_fp32_matches_jax_on_real_frames_with_lost_tracking(exported):
   sparse[50, 3] = np.nan  # a lost frame: both must hold the last valid one
   reference = _jax_stream(cfg, variables, sparse)
   streamed = export.predict_sequence(path, sparse)
-  assert streamed["rot6d"].shape == (len(sparse), configs.ROT6D_DIM)
-  assert streamed["pos"].shape == (len(sparse), configs.POS_DIM)
+  assert streamed["rot6d"].shape == (len(sparse), dims.ROT6D_DIM)
+  assert streamed["pos"].shape == (len(sparse), dims.POS_DIM)
   difference = export.max_abs_difference([reference], [streamed])
   assert max(difference.values()) <= 1e-4, difference
   np.testing.assert_array_equal(streamed["lost"], reference["lost"])
@@ -100,13 +102,13 @@ def test_runner_state_is_the_cached_steps_state(exported):
        "state_prev_motion", "state_held", "state_started"])
   for name, value in expected.items():
     np.testing.assert_array_equal(initial[name], np.asarray(value))
-  frame = np.random.RandomState(0).randn(configs.SPARSE_DIM) * 0.1
+  frame = np.random.RandomState(0).randn(dims.SPARSE_DIM) * 0.1
   state, pose = streamer.step(initial, frame)
   # The very first frame fills the whole window.
   np.testing.assert_allclose(state["state_window"][0],
                              np.tile(frame, (cfg.window, 1)), atol=1e-7)
   assert state["state_prev_motion"].shape == (1, cfg.window,
-                                              configs.MOTION_DIM)
+                                              dims.MOTION_DIM)
   np.testing.assert_allclose(state["state_prev_motion"][0, -1, :132],
                              pose["rot6d"][0], atol=1e-6)
 
@@ -204,7 +206,7 @@ def test_code_margin_is_the_gap_between_the_two_nearest_codes(exported):
 def test_push_carries_the_state_in_place_like_step(exported):
   _, _, path = exported
   streamer = export.TFLiteStreamer(path)
-  frames = np.random.RandomState(1).randn(12, configs.SPARSE_DIM) * 0.1
+  frames = np.random.RandomState(1).randn(12, dims.SPARSE_DIM) * 0.1
   state, by_step = streamer.init_state(), []
   for frame in frames:
     state, pose = streamer.step(state, frame)

@@ -9,6 +9,7 @@ import pytest
 from memmlp_jax.models import baselines
 from memmlp_jax.models import blocks
 from memmlp_jax.models import configs
+from memmlp_jax.models import factory
 from memmlp_jax.models import memmlp
 from memmlp_jax.models import memory
 from memmlp_jax.models import vqvae
@@ -41,12 +42,12 @@ def _memmlp_formula(cfg):
 
 
 def _init(cfg, seed=0):
-  """Random variables shaped like configs.init's.
+  """Random variables shaped like factory.init's.
 
   Drawn with numpy: compiling the flax initialisers costs XLA ~10 s of CPU per
   model, more than everything else these tests compile.
   """
-  shapes = jax.eval_shape(lambda: configs.init(cfg, jax.random.PRNGKey(0))[1])
+  shapes = jax.eval_shape(lambda: factory.init(cfg, jax.random.PRNGKey(0))[1])
   rng = np.random.default_rng(seed)
   return jax.tree.map(
       lambda x: jnp.asarray(0.3 * rng.standard_normal(x.shape), x.dtype),
@@ -71,11 +72,11 @@ def _small_inputs(cfg, batch=3):
                                   "agrol_mlp196"])
 def test_parameter_counts_match_closed_form(name):
   cfg = configs.get_config(name)
-  assert configs.count_params(cfg)["total"] == _memmlp_formula(cfg)
+  assert factory.count_params(cfg)["total"] == _memmlp_formula(cfg)
 
 
 def test_parameter_counts_near_paper():
-  counts = {n: configs.count_params(configs.get_config(n))
+  counts = {n: factory.count_params(configs.get_config(n))
             for n in configs.NAMES}
   # The paper: Mem-MLP-41 4.10 M, AGRoL-MLP 3.74 M (T=196).
   assert counts["memmlp41"]["total"] == pytest.approx(4.10e6, rel=0.005)
@@ -90,9 +91,9 @@ def test_parameter_counts_near_paper():
 @pytest.mark.parametrize("name", configs.NAMES)
 def test_output_shapes(name):
   cfg = configs.get_config(name)
-  model = configs.build(cfg)
-  inputs = configs.dummy_inputs(cfg, batch=2)
-  variables = jax.eval_shape(lambda: configs.init(cfg, jax.random.PRNGKey(0))[1])
+  model = factory.build(cfg)
+  inputs = factory.dummy_inputs(cfg, batch=2)
+  variables = jax.eval_shape(lambda: factory.init(cfg, jax.random.PRNGKey(0))[1])
   out = jax.eval_shape(lambda v: model.apply(v, **inputs, train=False),
                        variables)
   assert out["rot6d"].shape == (2, cfg.output_frames, 132)
@@ -112,8 +113,8 @@ def test_config_errors_name_the_problem():
   with pytest.raises(ValueError, match="memory_layers"):
     configs.get_config("memmlp41", memory_layers=(2, 9))
   cfg = configs.get_config("memmlp41", **SMALL)
-  model = configs.build(cfg)
-  variables = jax.eval_shape(lambda: configs.init(cfg, jax.random.PRNGKey(0))[1])
+  model = factory.build(cfg)
+  variables = jax.eval_shape(lambda: factory.init(cfg, jax.random.PRNGKey(0))[1])
   inputs = _small_inputs(cfg)
   with pytest.raises(ValueError, match=r"sparse must have shape \(B, 6, 54\)"):
     jax.eval_shape(model.apply, variables, inputs["sparse"][:, :5],
@@ -140,9 +141,9 @@ def test_ablation_switches_change_the_architecture():
   for label, switch in variants.items():
     cfg = configs.get_config("memmlp41", **{**SMALL, "num_blocks": 4},
                              **switch)
-    model = configs.build(cfg)
+    model = factory.build(cfg)
     variables = jax.eval_shape(
-        lambda cfg=cfg: configs.init(cfg, jax.random.PRNGKey(0))[1])
+        lambda cfg=cfg: factory.init(cfg, jax.random.PRNGKey(0))[1])
     params = variables["params"]
     out = jax.eval_shape(lambda v, model=model, cfg=cfg: model.apply(
         v, **_small_inputs(cfg), train=False), variables)
@@ -292,7 +293,7 @@ def test_training_feeds_ground_truth_inference_feeds_own_prediction():
   """What reaches the memory block: the given ground truth in training (blended
   with random alpha), the model's previous output in an autoregressive step."""
   cfg = configs.get_config("memmlp41", **SMALL)
-  model, variables = configs.build(cfg), _init(cfg)
+  model, variables = factory.build(cfg), _init(cfg)
   inputs = _small_inputs(cfg)
   ground_truth = inputs["prev_motion"]
   training, inference = (_capturing_apply(model, True),
@@ -320,7 +321,7 @@ def test_training_feeds_ground_truth_inference_feeds_own_prediction():
 
 def test_model_without_memory_ignores_previous_window():
   cfg = configs.get_config("memmlp41", **SMALL, use_memory=False)
-  model, variables = configs.build(cfg), _init(cfg)
+  model, variables = factory.build(cfg), _init(cfg)
   inputs = _small_inputs(cfg)
   apply = jax.jit(lambda v, s, ps, pm: model.apply(v, s, ps, pm, train=True))
   out = apply(variables, inputs["sparse"], None, None)
@@ -331,7 +332,7 @@ def test_model_without_memory_ignores_previous_window():
 
 def test_vq_part_gets_no_gradient_and_is_masked_from_the_optimizer():
   cfg = configs.get_config("memmlp41", **SMALL)
-  model = configs.build(cfg)
+  model = factory.build(cfg)
   params = _init(cfg)["params"]
   inputs = _small_inputs(cfg)
 
@@ -416,7 +417,7 @@ def test_vqvae_shapes_and_codebook_init_from_latents():
     assert np.min(np.abs(latents - code).sum(-1)) == 0
   assert apply(seeded)["usage"] * cfg.vq_codebook_size >= 5
   # The same subtree plugs into Mem-MLP unchanged.
-  variables = jax.eval_shape(lambda: configs.init(cfg, jax.random.PRNGKey(0))[1])
+  variables = jax.eval_shape(lambda: factory.init(cfg, jax.random.PRNGKey(0))[1])
   assert (jax.tree.structure(variables["params"]["vq"])
           == jax.tree.structure(seeded["vq"]))
 
@@ -427,7 +428,7 @@ def test_vqvae_shapes_and_codebook_init_from_latents():
 def test_avatarposer_predicts_the_last_frame():
   cfg = configs.get_config("avatarposer", window=5, embed_dim=16, num_heads=2,
                            ff_dim=32, num_layers=2)
-  model, variables = configs.build(cfg), _init(cfg)
+  model, variables = factory.build(cfg), _init(cfg)
   assert isinstance(model, baselines.AvatarPoser)
   apply = jax.jit(lambda v, x: model.apply(v, x, None, None, train=True))
   sparse = _random(1, (2, 5, 54))

@@ -6,6 +6,7 @@ import pytest
 from benchmarks import onnx_reference
 from memmlp_jax import export
 from memmlp_jax.models import configs
+from memmlp_jax.models import factory
 
 pytest.importorskip("onnxruntime")
 
@@ -18,7 +19,7 @@ def test_onnx_agrol_matches_the_jax_model():
       onnx_reference.agrol_onnx(cfg, variables["params"]), threads=1)
   window = np.random.RandomState(0).randn(1, 8, 54).astype(np.float32)
   (ours,) = session.run(None, {"sparse": window})
-  expected = configs.build(cfg).apply(variables, window, None, None,
+  expected = factory.build(cfg).apply(variables, window, None, None,
                                       train=False)["rot6d"]
   assert ours.shape == (1, 8, 132)
   np.testing.assert_allclose(ours, np.asarray(expected), atol=1e-4)

@@ -22,6 +22,7 @@ from memmlp_jax import skeleton
 from memmlp_jax import train
 from memmlp_jax.data import dataset
 from memmlp_jax.models import configs
+from memmlp_jax.models import factory
 from memmlp_jax.models import memory
 
 TINY = dict(window=6, latent_dim=16, num_blocks=2, head_blocks=1,
@@ -110,7 +111,7 @@ def test_memory_is_empty_at_a_clip_start_and_own_prediction_after():
   """At clip frames 0 and 1 the training memory equals the rollout's."""
   config = _config(memory_source="own")
   cfg = config.model
-  model, variables = configs.init(cfg, jax.random.PRNGKey(0))
+  model, variables = factory.init(cfg, jax.random.PRNGKey(0))
   split = _split(lengths=(12,))
   clip = split.sparse[:12]
   state = rollout.init_state(cfg, 1)
@@ -267,7 +268,7 @@ def test_alpha_draws_per_window_or_per_element(per):
 def test_avatarposer_dropout_only_in_training():
   cfg = configs.get_config("avatarposer", num_layers=1, embed_dim=16,
                            ff_dim=32, num_heads=2, dropout=0.5)
-  model, variables = configs.init(cfg, jax.random.PRNGKey(0))
+  model, variables = factory.init(cfg, jax.random.PRNGKey(0))
   sparse = jnp.ones((2, cfg.window, 54))
   one = model.apply(variables, sparse, train=False)["rot6d"]
   two = model.apply(variables, sparse, train=False)["rot6d"]

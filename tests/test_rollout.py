@@ -11,6 +11,7 @@ import pytest
 
 from memmlp_jax import rollout
 from memmlp_jax.models import configs
+from memmlp_jax.models import factory
 
 
 @dataclasses.dataclass(frozen=True)
@@ -180,7 +181,7 @@ def test_real_config_step_equals_scan():
   cfg = configs.get_config("memmlp41", window=6, latent_dim=16, num_blocks=2,
                            memory_dim=8, vq_hidden=16, vq_codebook_size=8,
                            vq_code_dim=4)
-  model, variables = configs.init(cfg, jax.random.PRNGKey(0))
+  model, variables = factory.init(cfg, jax.random.PRNGKey(0))
   sparse = _inputs(2, 9)
   streamed = _step_loop(model, variables, cfg, sparse)
   _, scanned = rollout.rollout(model, variables, rollout.init_state(cfg, 2),

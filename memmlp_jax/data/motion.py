@@ -10,13 +10,14 @@ import dataclasses
 
 import numpy as np
 
+from memmlp_jax import dims
 from memmlp_jax import geometry
 from memmlp_jax import skeleton as skeleton_lib
 
-SPARSE_DIM = 54
-ROT6D_DIM = 132
-POS_DIM = 66
-MOTION_DIM = ROT6D_DIM + POS_DIM
+SPARSE_DIM = dims.SPARSE_DIM
+ROT6D_DIM = dims.ROT6D_DIM
+POS_DIM = dims.POS_DIM
+MOTION_DIM = dims.MOTION_DIM
 
 
 class MotionError(ValueError):

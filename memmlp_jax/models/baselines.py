@@ -17,6 +17,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from memmlp_jax import dims
 from memmlp_jax.models import configs
 
 Array = jax.Array
@@ -60,14 +61,14 @@ class AvatarPoser(nn.Module):
     del prev_sparse, prev_motion, alpha  # No memory.
     cfg = self.cfg
     if sparse.ndim != 3 or sparse.shape[1:] != (cfg.window,
-                                                configs.SPARSE_DIM):
+                                                dims.SPARSE_DIM):
       raise ValueError(f"{cfg.name}: sparse must have shape (B, {cfg.window}, "
-                       f"{configs.SPARSE_DIM}), got {sparse.shape}")
+                       f"{dims.SPARSE_DIM}), got {sparse.shape}")
     x = nn.Dense(cfg.embed_dim, name="embed")(sparse)
     for i in range(cfg.num_layers):
       x = EncoderLayer(cfg.num_heads, cfg.ff_dim, cfg.dropout,
                        name=f"layer_{i + 1}")(x, train and cfg.dropout > 0)
     last = x[:, -1:]
     root = _Decoder(6, name="root_decoder")(last)
-    joints = _Decoder(configs.ROT6D_DIM - 6, name="joint_decoder")(last)
+    joints = _Decoder(dims.ROT6D_DIM - 6, name="joint_decoder")(last)
     return {"rot6d": jnp.concatenate([root, joints], axis=-1), "pos": None}

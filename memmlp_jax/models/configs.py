@@ -1,8 +1,8 @@
-"""Named model configurations, ablation switches and the model factory.
+"""Named model configurations and ablation switches (no model code: the
+modules are built by factory.py).
 
   cfg = configs.get_config("memmlp41", num_blocks=10, memory_kind="gru")
-  model = configs.build(cfg)
-  configs.count_params(cfg)  # {"total": ..., "trainable": ..., "frozen": ...}
+  model = factory.build(cfg)
 
 Named configs (docs/design.md §3):
   memmlp41      Mem-MLP, T=41, 8 blocks, memory after blocks 2/4/6/8, two heads.
@@ -21,15 +21,6 @@ benchmarks/README.md for the arithmetic.
 import ast
 import dataclasses
 from typing import Any
-
-import flax.linen as nn
-import jax
-import jax.numpy as jnp
-
-SPARSE_DIM = 54
-ROT6D_DIM = 132
-POS_DIM = 66
-MOTION_DIM = ROT6D_DIM + POS_DIM
 
 _CHOICES = {
     "arch": ("mlp", "avatarposer"),
@@ -197,40 +188,3 @@ def get_config(name: str, **overrides: Any) -> ModelConfig:
     overrides["memory_layers"] = tuple(int(i) for i in
                                        overrides["memory_layers"])
   return ModelConfig(name=name, **{**_NAMED[name], **overrides})
-
-
-def build(cfg: ModelConfig) -> nn.Module:
-  """The flax module for `cfg` (call contract in memmlp.py)."""
-  # Imported here because the modules take a ModelConfig from this file.
-  from memmlp_jax.models import baselines, memmlp  # pylint: disable=g-import-not-at-top
-  if cfg.arch == "avatarposer":
-    return baselines.AvatarPoser(cfg)
-  return memmlp.MemMLP(cfg)
-
-
-def dummy_inputs(cfg: ModelConfig, batch: int = 1) -> dict[str, Any]:
-  """Zero inputs of the right shapes, as keyword arguments for init/apply."""
-  shape = (batch, cfg.window)
-  return dict(
-      sparse=jnp.zeros(shape + (SPARSE_DIM,), jnp.float32),
-      prev_sparse=(jnp.zeros(shape + (SPARSE_DIM,), jnp.float32)
-                   if cfg.uses_memory else None),
-      prev_motion=(jnp.zeros(shape + (MOTION_DIM,), jnp.float32)
-                   if cfg.uses_memory else None))
-
-
-def init(cfg: ModelConfig, rng: jax.Array, batch: int = 1):
-  """(model, variables) for `cfg` initialised from `rng`."""
-  model = build(cfg)
-  variables = model.init({"params": rng, "alpha": rng},
-                         **dummy_inputs(cfg, batch), train=False)
-  return model, variables
-
-
-def count_params(cfg: ModelConfig) -> dict[str, int]:
-  """Parameter counts: total, trainable, and frozen (the VQ encoder+codebook)."""
-  shapes = jax.eval_shape(lambda: init(cfg, jax.random.PRNGKey(0))[1])
-  params = shapes["params"]
-  total = sum(x.size for x in jax.tree.leaves(params))
-  frozen = sum(x.size for x in jax.tree.leaves(params.get("vq", {})))
-  return {"total": total, "trainable": total - frozen, "frozen": frozen}

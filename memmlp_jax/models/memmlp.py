@@ -1,6 +1,6 @@
 """Mem-MLP and AGRoL-MLP: the MLP backbone with memory and the predictor heads.
 
-Call (the contract every model in configs.build follows):
+Call (the contract every model in factory.build follows):
 
   out = model.apply(variables, sparse, prev_sparse, prev_motion,
                     alpha=None, train=False, rngs={"alpha": key})
@@ -39,6 +39,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from memmlp_jax import dims
 from memmlp_jax.models import blocks
 from memmlp_jax.models import configs
 from memmlp_jax.models import memory
@@ -89,11 +90,11 @@ class MemMLP(nn.Module):
                alpha: Array | float | None = None,
                train: bool = False) -> dict[str, Array | None]:
     cfg = self.cfg
-    _check_window("sparse", sparse, cfg, configs.SPARSE_DIM)
+    _check_window("sparse", sparse, cfg, dims.SPARSE_DIM)
     h = nn.Dense(cfg.latent_dim, name="embed")(_to_time_major(sparse))
     if cfg.uses_memory:
-      _check_window("prev_sparse", prev_sparse, cfg, configs.SPARSE_DIM)
-      _check_window("prev_motion", prev_motion, cfg, configs.MOTION_DIM)
+      _check_window("prev_sparse", prev_sparse, cfg, dims.SPARSE_DIM)
+      _check_window("prev_motion", prev_motion, cfg, dims.MOTION_DIM)
       s = _to_time_major(prev_sparse)
       m = _to_time_major(prev_motion)
       # Lets tests and the rollout check which motion reaches the memory.
@@ -116,11 +117,11 @@ class MemMLP(nn.Module):
           h = h + fuse(feature)
         else:
           h = fuse(jnp.concatenate([h, feature], axis=-1))
-    rot6d = Head(cfg.head_blocks, configs.ROT6D_DIM, name="rot_head")(h)
+    rot6d = Head(cfg.head_blocks, dims.ROT6D_DIM, name="rot_head")(h)
     pos = None
     if cfg.multi_head:
       pos = _to_time_major(
-          Head(cfg.head_blocks, configs.POS_DIM, name="pos_head")(h))
+          Head(cfg.head_blocks, dims.POS_DIM, name="pos_head")(h))
     return {"rot6d": _to_time_major(rot6d), "pos": pos}
 
 

@@ -19,6 +19,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from memmlp_jax import dims
 from memmlp_jax.models import blocks
 from memmlp_jax.models import configs
 
@@ -97,7 +98,7 @@ class VQVAE(nn.Module):
     h = out["quantized"]
     for i in range(cfg.vq_decoder_depth):
       h = blocks.LNLinearSiLU(cfg.vq_hidden, name=f"decoder_{i + 1}")(h)
-    rot6d = nn.Dense(configs.ROT6D_DIM, name="decoder_out")(h)
+    rot6d = nn.Dense(dims.ROT6D_DIM, name="decoder_out")(h)
     return {"rot6d": rot6d, **out, **codebook_usage(out["one_hot"])}
 
 
