@@ -52,6 +52,7 @@ def _ablate(*args):
                         cwd=REPO, capture_output=True, text=True, check=False)
 
 
+@pytest.mark.slow
 def test_trains_evaluates_tables_and_resumes(prepared_dir, tmp_path):
   args = (f"--workdir={tmp_path}", f"--prepared_dir={prepared_dir}",
           "--use_prepared", "--steps=2", "--batch_size=4",
@@ -87,6 +88,7 @@ def test_bad_specs_are_clear_usage_errors(tmp_path):
   assert "no --variant labelled" in result.stderr
 
 
+@pytest.mark.slow
 def test_seeds_and_recipe_fields(prepared_dir, tmp_path):
   """Each seed trains in its own folder; cells are mean ± std over seeds."""
   recipe = TINY.replace("agrol_tiny", "agrol_own") + (

@@ -290,6 +290,7 @@ def test_cmu_bvh_one_child_bones_follow_the_source(clip):
 
 
 @needs_data
+@pytest.mark.slow
 def test_every_cmu_bvh_clip_loads():
   start = time.perf_counter()
   loaded, failed, frames = 0, [], 0

@@ -74,6 +74,7 @@ def _cli(*args):
                         cwd=REPO, capture_output=True, text=True, check=False)
 
 
+@pytest.mark.slow
 def test_results_table_and_heatmap(run, clips, tmp_path):
   loaded, skeleton = clips
   cfg, params = checkpoints.restore(run)
@@ -101,6 +102,7 @@ def test_results_table_and_heatmap(run, clips, tmp_path):
   assert refined["mpjpe"] != results["mpjpe"]
 
 
+@pytest.mark.slow
 def test_cli_prints_table_and_timing(run, bvh_dir, tmp_path):
   folder = tmp_path / "clips"
   shutil.copytree(bvh_dir, folder)
@@ -120,6 +122,7 @@ def test_cli_prints_table_and_timing(run, bvh_dir, tmp_path):
   assert (tmp_path / "results.png").exists()
 
 
+@pytest.mark.slow
 def test_cli_bad_input_gets_a_clear_message(run, bvh_dir, tmp_path):
   untrained = tmp_path / "untrained"
   untrained.mkdir()

@@ -21,31 +21,9 @@ from memmlp_jax.models import configs
 from memmlp_jax.models import vqvae
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
-DATA = (REPO / os.environ.get("MEMMLP_DATA", "../shared/data")).resolve()
 TINY_FLAGS = REPO / "experiments" / "flags" / "tiny.flags"
-# Real clips for the data-bound tests: two CMU subjects of the free protocol
-# (both have train and test clips), prepared in a few seconds.
-SUBJECTS = ("02.zip", "35.zip")
 TINY = dict(window=16, latent_dim=32, num_blocks=2, head_blocks=1,
             memory_dim=16, vq_hidden=32, vq_codebook_size=32)
-
-needs_data = pytest.mark.skipif(
-    not (DATA / "cmu_mocap_asfamc").is_dir(),
-    reason=f"no real data at {DATA} (set MEMMLP_DATA)")
-
-
-@pytest.fixture(scope="module")
-def small_free(tmp_path_factory):
-  """(data_dir, prepared_dir) of the free protocol on two CMU subjects."""
-  root = tmp_path_factory.mktemp("free")
-  subjects = root / "data" / "cmu_mocap_asfamc" / "subjects"
-  subjects.mkdir(parents=True)
-  for name in SUBJECTS:
-    (subjects / name).symlink_to(DATA / "cmu_mocap_asfamc" / "subjects" / name)
-  out = str(root / "prepared")
-  prepared.ensure_prepared("free", str(root / "data"), out,
-                           fetch_missing=False, workers=1, log=lambda _: None)
-  return str(root / "data"), out
 
 
 def _synthetic_split(frames=600, seed=0):
@@ -136,7 +114,7 @@ def test_vq_encoder_and_codebook_stay_bitwise_frozen():
   assert not _leaves_equal(after["loss"], before["loss"])
 
 
-@needs_data
+@pytest.mark.slow
 def test_short_run_on_real_data(small_free, tmp_path):
   """Stage 1 uses its codebook; stage 2 lowers every loss term."""
   _, prepared_dir = small_free
@@ -217,6 +195,7 @@ _DATA_PARALLEL = textwrap.dedent("""
 """)
 
 
+@pytest.mark.slow
 def test_two_devices_equal_one_device():
   env = {**os.environ, "XLA_FLAGS": "--xla_force_host_platform_device_count=2",
          "JAX_PLATFORMS": "cpu"}
@@ -228,18 +207,6 @@ def test_two_devices_equal_one_device():
 
 
 # -------------------------------------------------------------------- CLI
-
-
-@pytest.fixture(scope="module")
-def compile_cache(tmp_path_factory):
-  """Environment sharing one persistent XLA cache across CLI runs.
-
-  The runs compile the same programs; caching them keeps the test short.
-  """
-  return {**os.environ,
-          "JAX_COMPILATION_CACHE_DIR": str(tmp_path_factory.mktemp("xla")),
-          "JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS": "0",
-          "JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES": "0"}
 
 
 def _cli(*args, env=None):
@@ -258,17 +225,15 @@ def _final_params(workdir):
   return jax.device_get(train.restore(workdir)[1])
 
 
-@needs_data
-def test_kill_9_then_resume_ends_bitwise_equal(small_free, tmp_path,
-                                               compile_cache):
+@pytest.mark.slow
+def test_kill_9_then_resume_ends_bitwise_equal(small_free, tiny_run,
+                                               tmp_path):
+  """tiny_run is the uninterrupted run of the same flags."""
   data_dir, prepared_dir = small_free
   common = [f"--flagfile={TINY_FLAGS}", f"--data_dir={data_dir}",
-            f"--prepared_dir={prepared_dir}", "--eval_batches=0"]
-  code, out = _cli_run(*common, f"--workdir={tmp_path / 'straight'}",
-                       env=compile_cache)
-  assert code == 0, out
+            f"--prepared_dir={prepared_dir}"]
   killed = tmp_path / "killed"
-  process = _cli(*common, f"--workdir={killed}", env=compile_cache)
+  process = _cli(*common, f"--workdir={killed}")
   # Kill once stage 2 has a checkpoint but has not finished.
   checkpoints = killed / "memmlp" / "checkpoints"
   deadline = time.time() + 240
@@ -281,13 +246,13 @@ def test_kill_9_then_resume_ends_bitwise_equal(small_free, tmp_path,
   process.send_signal(signal.SIGKILL)
   process.communicate()
   assert not (checkpoints / "60").exists()
-  code, out = _cli_run(*common, f"--workdir={killed}", env=compile_cache)
+  code, out = _cli_run(*common, f"--workdir={killed}")
   assert code == 0, out
   assert "resuming from the checkpoint at step" in out
-  assert _leaves_equal(_final_params(killed),
-                       _final_params(tmp_path / "straight"))
+  assert _leaves_equal(_final_params(killed), _final_params(tiny_run))
 
 
+@pytest.mark.slow
 def test_cli_rejects_bad_input_before_any_work(tmp_path):
   workdir = tmp_path / "run"
   code, out = _cli_run(f"--workdir={workdir}", "--steps=0")
