@@ -11,6 +11,13 @@ shared; the median is reported alongside, and the CPU time the process used
 per step (all threads; on an otherwise idle machine wall ~ CPU / cores), which
 is the steadier figure when other jobs compete for the cores.
 
+Memory, per model: the peak resident set of a process that trained that model
+alone (each model runs in a child process of its own, so one model's peak is
+not another's; host_memory.reuse_freed_memory is on, as in training), and
+XLA's own plan for the compiled step (arguments + outputs + temporaries,
+from memory_analysis). The two differ by what the process holds besides the
+step (the runtime, the compiler, allocator slack).
+
 The train step is the one training runs (memmlp_jax.train.make_train_step with
 memmlp_optimizer: the model's loss with its learned or fixed weights, AdamW,
 the VQ part frozen), jitted with the state donated; the batch is random
@@ -18,7 +25,10 @@ T+1-frame crops, which does not change the work done.
 """
 
 import json
+import resource
 import statistics
+import subprocess
+import sys
 import time
 
 from absl import app
@@ -40,6 +50,9 @@ _REPEATS = flags.DEFINE_integer("repeats", 5, "Timed steps per model.")
 _WARMUP = flags.DEFINE_integer("warmup", 2, "Untimed steps after compiling.")
 _FORMAT = flags.DEFINE_enum("format", "markdown", ["markdown", "json"],
                             "Output format.")
+_ISOLATE = flags.DEFINE_bool(
+    "isolate", True, "Measure each model in a child process of its own, so "
+    "its peak resident memory is its own.")
 
 
 def random_batch(cfg: configs.ModelConfig, batch: int, rng: jax.Array):
@@ -57,6 +70,20 @@ def _flops(compiled) -> float:
   if isinstance(cost, (list, tuple)):
     cost = cost[0]
   return float(cost.get("flops", float("nan")))
+
+
+def _xla_bytes(compiled) -> float:
+  """Arguments + outputs + temporaries of XLA's buffer plan (not aliased)."""
+  stats = compiled.memory_analysis()
+  if stats is None:
+    return float("nan")
+  return float(stats.argument_size_in_bytes + stats.output_size_in_bytes
+               - stats.alias_size_in_bytes + stats.temp_size_in_bytes)
+
+
+def peak_rss_gb() -> float:
+  """This process's peak resident set so far, in GB (Linux: ru_maxrss KiB)."""
+  return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024 / 1e9
 
 
 def measure(name: str, batch: int, repeats: int, warmup: int) -> dict:
@@ -96,7 +123,22 @@ def measure(name: str, batch: int, repeats: int, warmup: int) -> dict:
       "median_ms_per_step": statistics.median(times) * 1e3,
       "windows_per_s": batch / best,
       "cpu_s_per_step": min(cpu_times),
+      "xla_plan_gb": _xla_bytes(compiled) / 1e9,
+      "peak_rss_gb": peak_rss_gb(),
   }
+
+
+def measure_alone(name: str, batch: int, repeats: int, warmup: int) -> dict:
+  """measure() in a child process, whose peak memory is this model's."""
+  result = subprocess.run(
+      [sys.executable, "-m", "benchmarks.train_throughput", f"--models={name}",
+       f"--batch_size={batch}", f"--repeats={repeats}", f"--warmup={warmup}",
+       "--format=json", "--noisolate"], capture_output=True, text=True,
+      check=False)
+  if result.returncode != 0:
+    raise RuntimeError(f"{name}: the measuring process failed "
+                       f"(exit {result.returncode}): {result.stderr[-2000:]}")
+  return json.loads(result.stdout)["models"][0]
 
 
 def markdown(rows: list[dict], batch: int) -> str:
@@ -105,8 +147,9 @@ def markdown(rows: list[dict], batch: int) -> str:
       f"{jax.devices()[0].device_kind}), batch {batch}",
       "",
       "| model | params (M) | train GFLOPs/window | forward GFLOPs/window "
-      "| ms/step (min) | ms/step (median) | windows/s | CPU s/step |",
-      "|---|---:|---:|---:|---:|---:|---:|---:|",
+      "| ms/step (min) | ms/step (median) | windows/s | CPU s/step "
+      "| peak RSS (GB) | XLA plan (GB) |",
+      "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
   ]
   for r in rows:
     lines.append(
@@ -114,7 +157,8 @@ def markdown(rows: list[dict], batch: int) -> str:
         f"| {r['train_gflops_per_window']:.3f} "
         f"| {r['forward_gflops_per_window']:.3f} | {r['ms_per_step']:.0f} "
         f"| {r['median_ms_per_step']:.0f} | {r['windows_per_s']:.1f} "
-        f"| {r['cpu_s_per_step']:.2f} |")
+        f"| {r['cpu_s_per_step']:.2f} | {r['peak_rss_gb']:.2f} "
+        f"| {r['xla_plan_gb']:.2f} |")
   return "\n".join(lines)
 
 
@@ -129,7 +173,8 @@ def main(argv):
     raise app.UsageError("--batch_size and --repeats must be >= 1, "
                          "--warmup >= 0")
   host_memory.reuse_freed_memory()
-  rows = [measure(m, _BATCH.value, _REPEATS.value, _WARMUP.value)
+  run = measure_alone if _ISOLATE.value else measure
+  rows = [run(m, _BATCH.value, _REPEATS.value, _WARMUP.value)
           for m in _MODELS.value]
   if _FORMAT.value == "json":
     print(json.dumps({"backend": jax.default_backend(),
