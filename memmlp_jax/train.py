@@ -257,22 +257,133 @@ def restart_dead_codes(state, out, key):
           jnp.sum(dead))
 
 
-def make_train_step(kind: str, model, config: RunConfig,
+# --------------------------------------------------------------------- stages
+
+
+class VQVAEStage:
+  """Stage 1: the VQ-VAE, its codebook kept in use by dead-code restarts."""
+  name = "vqvae"
+
+  def model(self, config: RunConfig):
+    return vqvae.VQVAE(config.model)
+
+  def steps(self, config: RunConfig) -> int:
+    return config.vq_steps
+
+  def batch_size(self, config: RunConfig) -> int:
+    return config.vq_batch_size
+
+  def optimizer(self, config: RunConfig) -> optax.GradientTransformation:
+    return vqvae_optimizer(config)
+
+  def augment(self, config: RunConfig) -> dataset.Augment:
+    return (dataset.Augment.from_names(config.augment) if config.vq_augment
+            else dataset.Augment())
+
+  def crops(self, config: RunConfig) -> dict:
+    """The WindowSampler options of its training (and validation) crops."""
+    del config
+    return {"history": 1, "start_share": 0.0}
+
+  def init_params(self, config: RunConfig, train_split, vq_params=None,
+                  start_params=None) -> Callable[[], Any]:
+    """VQ-VAE params with the codebook seeded from a first batch's latents."""
+    del vq_params, start_params
+    cfg = config.model
+    rng = jax.random.PRNGKey(config.seed)
+    sampler = dataset.WindowSampler(train_split, cfg.window,
+                                    config.vq_batch_size, config.seed)
+    # Jitted: op-by-op initialisation compiles every small op on its own.
+    init = jax.jit(lambda batch: init_vqvae_params(cfg, rng, batch))
+    return functools.partial(init, sampler.batch(0))
+
+  def extra_state(self, params) -> dict:
+    """How often each code is used (a running average), for the restarts."""
+    size = params["vq"]["codebook"].shape[0]
+    return {"code_usage": jnp.full((size,), 1.0 / size, jnp.float32)}
+
+  def loss(self, model, config: RunConfig, params, batch, step, train: bool,
+           skeleton=None):
+    """(total, (metrics, the VQ-VAE's outputs)); deterministic."""
+    del step, train, skeleton
+    return vqvae_loss(model, config.model, params, batch)
+
+  def after_update(self, config: RunConfig, state, out, step):
+    """Restarts dead codes on this batch's latents."""
+    state, restarted = restart_dead_codes(state, out,
+                                          _step_key(config.seed, step))
+    return state, {"vq/restarted": restarted}
+
+
+class MemMLPStage:
+  """Stage 2: the model, with the VQ part (if any) from stage 1, frozen."""
+  name = "memmlp"
+
+  def model(self, config: RunConfig):
+    return factory.build(config.model)
+
+  def steps(self, config: RunConfig) -> int:
+    return config.steps
+
+  def batch_size(self, config: RunConfig) -> int:
+    return config.batch_size
+
+  def optimizer(self, config: RunConfig) -> optax.GradientTransformation:
+    return memmlp_optimizer(config)
+
+  def augment(self, config: RunConfig) -> dataset.Augment:
+    return dataset.Augment.from_names(config.augment)
+
+  def crops(self, config: RunConfig) -> dict:
+    return {"history": config.history, "start_share": config.start_share}
+
+  def init_params(self, config: RunConfig, train_split, vq_params=None,
+                  start_params=None) -> Callable[[], Any]:
+    """{"model", "loss"} params: ``start_params`` when given (fine-tuning),
+    else fresh ones holding stage 1's ``vq_params``."""
+    del train_split
+    if start_params is not None:
+      return lambda: start_params
+    cfg = config.model
+    rng = jax.random.PRNGKey(config.seed)
+    init = jax.jit(lambda vq: init_memmlp_params(cfg, rng, vq))
+    return functools.partial(init, vq_params)
+
+  def extra_state(self, params) -> dict:
+    del params
+    return {}
+
+  def loss(self, model, config: RunConfig, params, batch, step, train: bool,
+           skeleton=None):
+    """(total, (metrics, None)); random draws from (seed, step) in training,
+    a fixed key in evaluation."""
+    key = (_step_key(config.seed, step) if train
+           else jax.random.PRNGKey(0))
+    total, metrics = memmlp_loss(model, config, params, batch, key,
+                                 train=train, skeleton=skeleton)
+    return total, (metrics, None)
+
+  def after_update(self, config: RunConfig, state, out, step):
+    del config, out, step
+    return state, {}
+
+
+# The stages by name, in the order a run executes them (run_config.STAGES).
+STAGE_KINDS = {kind.name: kind for kind in (VQVAEStage(), MemMLPStage())}
+
+
+def make_train_step(kind, model, config: RunConfig,
                     optimizer: optax.GradientTransformation, skeleton=None):
-  """train_step(state, batch) -> (state, metrics) for stage `kind`.
+  """train_step(state, batch) -> (state, metrics) for a stage.
 
-  `skeleton` is the targets' body (avatarposer's FK loss needs it).
+  `kind` is a stage (VQVAEStage, MemMLPStage) or its name; `skeleton` is the
+  targets' body (avatarposer's FK loss needs it).
   """
-
-  cfg, seed = config.model, config.seed
+  kind = STAGE_KINDS[kind] if isinstance(kind, str) else kind
 
   def loss_fn(params, batch, step):
-    if kind == "vqvae":
-      return vqvae_loss(model, cfg, params, batch)
-    total, metrics = memmlp_loss(model, config, params, batch,
-                                 _step_key(seed, step), train=True,
-                                 skeleton=skeleton)
-    return total, (metrics, None)
+    return kind.loss(model, config, params, batch, step, train=True,
+                     skeleton=skeleton)
 
   def train_step(state, batch):
     grads, (metrics, out) = jax.grad(loss_fn, has_aux=True)(
@@ -282,23 +393,20 @@ def make_train_step(kind: str, model, config: RunConfig,
     params = optax.apply_updates(state["params"], updates)
     new_state = {**state, "step": state["step"] + 1, "params": params,
                  "opt_state": opt_state}
-    if kind == "vqvae":
-      new_state, restarted = restart_dead_codes(
-          new_state, out, _step_key(seed, state["step"]))
-      metrics = {**metrics, "vq/restarted": restarted}
-    return new_state, metrics
+    new_state, extra = kind.after_update(config, new_state, out,
+                                         state["step"])
+    return new_state, {**metrics, **extra}
 
   return train_step
 
 
-def make_eval_step(kind: str, model, config: RunConfig, skeleton=None):
+def make_eval_step(kind, model, config: RunConfig, skeleton=None):
   """eval_step(params, batch) -> metrics (inference-mode alpha)."""
+  kind = STAGE_KINDS[kind] if isinstance(kind, str) else kind
 
   def eval_step(params, batch):
-    if kind == "vqvae":
-      return vqvae_loss(model, config.model, params, batch)[1][0]
-    return memmlp_loss(model, config, params, batch, jax.random.PRNGKey(0),
-                       train=False, skeleton=skeleton)[1]
+    return kind.loss(model, config, params, batch, 0, train=False,
+                     skeleton=skeleton)[1][0]
 
   return eval_step
 
@@ -348,49 +456,33 @@ def jit_eval_step(eval_step, mesh: Mesh):
 
 @dataclasses.dataclass
 class Stage:
-  """One stage ready to run: its model, steps, data and starting state."""
-  kind: str
+  """One stage ready to run: its kind, model, steps, data and starting state."""
+  kind: Any  # VQVAEStage or MemMLPStage
   model: Any
   steps: int
   batch_size: int
   optimizer: optax.GradientTransformation
   init_params: Callable[[], Any]
 
+  @property
+  def name(self) -> str:
+    return self.kind.name
+
   def new_state(self) -> dict:
-    """A fresh train state; stage 1 also tracks how often each code is used."""
-    state = init_state(self.init_params(), self.optimizer)
-    if self.kind == "vqvae":
-      size = state["params"]["vq"]["codebook"].shape[0]
-      state["code_usage"] = jnp.full((size,), 1.0 / size, jnp.float32)
-    return state
+    """A fresh train state, with what the stage tracks besides."""
+    params = self.init_params()
+    return {**init_state(params, self.optimizer),
+            **self.kind.extra_state(params)}
 
 
-def build_stage(kind: str, config: RunConfig, train_split,
+def build_stage(kind, config: RunConfig, train_split,
                 vq_params=None, start_params=None) -> Stage:
-  """One stage; stage 2 starts from ``start_params`` when given."""
-  cfg = config.model
-  rng = jax.random.PRNGKey(config.seed)
-  if kind == "memmlp" and start_params is not None:
-    return Stage(kind, factory.build(cfg), config.steps, config.batch_size,
-                 memmlp_optimizer(config), lambda: start_params)
-  # Jitted: op-by-op initialisation compiles every small op on its own.
-  if kind == "vqvae":
-    sampler = dataset.WindowSampler(train_split, cfg.window,
-                                    config.vq_batch_size, config.seed)
-    init = jax.jit(lambda batch: init_vqvae_params(cfg, rng, batch))
-    return Stage(kind, vqvae.VQVAE(cfg), config.vq_steps,
-                 config.vq_batch_size, vqvae_optimizer(config),
-                 functools.partial(init, sampler.batch(0)))
-  init = jax.jit(lambda vq: init_memmlp_params(cfg, rng, vq))
-  return Stage(kind, factory.build(cfg), config.steps, config.batch_size,
-               memmlp_optimizer(config), functools.partial(init, vq_params))
-
-
-def _crop_options(kind: str, config: RunConfig) -> dict:
-  """The WindowSampler options of a stage's training crops."""
-  if kind == "vqvae":
-    return {"history": 1, "start_share": 0.0}
-  return {"history": config.history, "start_share": config.start_share}
+  """One stage (a kind or its name); stage 2 starts from ``start_params``
+  when given."""
+  kind = STAGE_KINDS[kind] if isinstance(kind, str) else kind
+  return Stage(kind, kind.model(config), kind.steps(config),
+               kind.batch_size(config), kind.optimizer(config),
+               kind.init_params(config, train_split, vq_params, start_params))
 
 
 def run_stage(stage: Stage, config: RunConfig, workdir: str, train_split,
@@ -402,20 +494,17 @@ def run_stage(stage: Stage, config: RunConfig, workdir: str, train_split,
   mesh = make_mesh() if mesh is None else mesh
   check_batch_size(stage.batch_size, mesh)
   cfg = config.model
-  stage_dir = os.path.join(workdir, stage.kind)
+  stage_dir = os.path.join(workdir, stage.name)
   os.makedirs(stage_dir, exist_ok=True)
-  augment = (dataset.Augment.from_names(config.augment)
-             if stage.kind == "memmlp" or config.vq_augment
-             else dataset.Augment())
   sampler = dataset.WindowSampler(train_split, cfg.window, stage.batch_size,
-                                  config.seed, augment,
-                                  **_crop_options(stage.kind, config))
+                                  config.seed, stage.kind.augment(config),
+                                  **stage.kind.crops(config))
   replicated = NamedSharding(mesh, PartitionSpec())
   state = jax.jit(stage.new_state, out_shardings=replicated)()
   manager = checkpoint_manager(stage_dir)
   start = manager.latest_step() or 0
   if start:
-    logging.info("%s: resuming from the checkpoint at step %d", stage.kind,
+    logging.info("%s: resuming from the checkpoint at step %d", stage.name,
                  start)
     state = restore_state(manager, start, state)
   if start >= stage.steps:
@@ -430,9 +519,9 @@ def run_stage(stage: Stage, config: RunConfig, workdir: str, train_split,
       make_train_step(stage.kind, stage.model, config, stage.optimizer,
                       train_split.skeleton), mesh)
   evaluate = _evaluator(stage, config, test_split, mesh)
-  progress = writers.Progress(stage.kind, start, stage.steps)
+  progress = writers.Progress(stage.name, start, stage.steps)
   logging.info("%s: %d steps at batch %d on %d device(s), from step %d",
-               stage.kind, stage.steps, stage.batch_size, mesh.size, start)
+               stage.name, stage.steps, stage.batch_size, mesh.size, start)
   for step in range(start, stage.steps):
     with jax.profiler.StepTraceAnnotation("train", step_num=step):
       state, metrics = train_step(state, shard_batch(mesh, sampler, step))
@@ -446,12 +535,12 @@ def run_stage(stage: Stage, config: RunConfig, workdir: str, train_split,
       writer.write_scalars(done, {**{f"train/{k}": v
                                      for k, v in metrics.items()},
                                   **progress(done)})
-      logging.info("%s step %d/%d: %s", stage.kind, done, stage.steps,
+      logging.info("%s step %d/%d: %s", stage.name, done, stage.steps,
                    writers.format_metrics(metrics))
     if evaluate and (done % config.eval_every == 0 or done == stage.steps):
       val = evaluate(state["params"])
       writer.write_scalars(done, {f"val/{k}": v for k, v in val.items()})
-      logging.info("%s step %d validation: %s", stage.kind, done,
+      logging.info("%s step %d validation: %s", stage.name, done,
                    writers.format_metrics(val))
     if done % config.checkpoint_every == 0 or done == stage.steps:
       manager.save(done, args=ocp.args.StandardSave(state))
@@ -465,7 +554,7 @@ def _evaluator(stage: Stage, config: RunConfig, test_split, mesh: Mesh):
   """params -> mean metrics over a fixed set of test windows, or None."""
   if test_split is None or config.eval_batches == 0:
     return None
-  history = _crop_options(stage.kind, config)["history"]
+  history = stage.kind.crops(config)["history"]
   sampler = dataset.WindowSampler(test_split, config.model.window,
                                   stage.batch_size, config.seed,
                                   history=history)
@@ -490,32 +579,33 @@ def train(config: RunConfig, workdir: str, train_split, test_split=None,
   """
   check_workdir(workdir, config)
   save_config(workdir, config)
+  kinds = [STAGE_KINDS[name] for name in config.stages()]
+  if start_params is not None:
+    kinds = [kind for kind in kinds if not isinstance(kind, VQVAEStage)]
   vq_params = None
   params = None
-  for kind in config.stages():
-    if start_params is not None and kind == "vqvae":
-      continue
-    if (kind == "memmlp" and config.model.uses_vq and vq_params is None
-        and start_params is None):
+  for kind in kinds:
+    if (isinstance(kind, MemMLPStage) and config.model.uses_vq
+        and vq_params is None and start_params is None):
       vq_params = trained_vq(config, workdir, train_split)
     stage = build_stage(kind, config, train_split, vq_params, start_params)
     t0 = time.time()
     params = run_stage(stage, config, workdir, train_split, test_split, mesh)
-    logging.info("%s: done in %.1f s", kind, time.time() - t0)
-    if kind == "vqvae":
+    logging.info("%s: done in %.1f s", kind.name, time.time() - t0)
+    if isinstance(kind, VQVAEStage):
       vq_params = params["vq"]
   return params
 
 
 def trained_vq(config: RunConfig, workdir: str, train_split):
   """The VQ encoder + codebook of `workdir`'s finished stage 1."""
-  stage_dir = os.path.join(workdir, "vqvae")
+  stage_dir = os.path.join(workdir, VQVAEStage.name)
   step = latest_step(stage_dir)
   if step != config.vq_steps:
     raise FileNotFoundError(
         f"{stage_dir}: stage 2 needs the finished VQ-VAE of stage 1 (step "
         f"{config.vq_steps}), found {step}; run --stage=vqvae or --stage=all")
-  stage = build_stage("vqvae", config, train_split)
+  stage = build_stage(STAGE_KINDS["vqvae"], config, train_split)
   target = jax.eval_shape(stage.new_state)
   with checkpoint_manager(stage_dir) as manager:
     return restore_state(manager, step, target)["params"]["vq"]
