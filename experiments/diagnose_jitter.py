@@ -31,9 +31,7 @@ from memmlp_jax import checkpoints
 from memmlp_jax import diagnostics
 from memmlp_jax import evaluation
 from memmlp_jax import host_memory
-from memmlp_jax import metrics
 from memmlp_jax.data import protocols
-from memmlp_jax.models import factory
 
 FLAGS = flags.FLAGS
 flags.DEFINE_multi_string("workdir", [], "Training runs to diagnose.")
@@ -53,64 +51,12 @@ flags.DEFINE_bool("teacher_forcing", True, "For memory models, also a row "
                   "with the memory reading the true previous window (as in "
                   "training) instead of the model's own prediction.")
 
-_BACK = (0, 10, 20, 30, 40)  # rows back from the last
-
-
 def _restore(workdir: str):
   try:
     return checkpoints.restore(workdir)
   except (FileNotFoundError, OSError, ValueError, KeyError) as e:
     raise app.UsageError(f"--workdir {workdir}: cannot restore a trained "
                          f"model ({e})")
-
-
-def diagnose(workdir: str, cfg, params, clips, skeleton,
-             teacher: bool = False) -> dict:
-  """One row of the table: the run's report averaged over clips.
-
-  ``teacher``: the memory reads the true previous window, not its own.
-  """
-  model, variables = factory.build(cfg), {"params": params}
-  rows = [cfg.window - 1 - back for back in _BACK if back < cfg.window]
-  reports = []
-  for clip in clips:
-    motion = np.concatenate([clip.rot6d, clip.pos], axis=-1)
-    windows = diagnostics.window_predictions(
-        model, variables, cfg, clip.sparse,
-        teacher_motion=motion if teacher else None)
-    report = diagnostics.row_report(
-        windows, clip.pos[:, evaluation.HEAD_COLUMNS], skeleton, rows,
-        gt_positions=clip.pos)
-    report["gt_jitter"] = metrics.jitter(clip.pos.reshape(
-        len(clip.pos), -1, 3)) / 100
-    reports.append(report)
-  mean = lambda key: float(np.mean([r[key] for r in reports]))
-  return {
-      "run": workdir, "model": cfg.name, "window": cfg.window,
-      "uses_memory": cfg.uses_memory,
-      "memory_input": "ground truth" if teacher else "own predictions",
-      "row_jitter": {str(cfg.window - 1 - r): float(np.mean(
-          [rep["row_jitter"][r] for rep in reports])) for r in rows},
-      "within_window_jitter": mean("within_window_jitter"),
-      "revision_cm": mean("revision_cm"), "mpjpe_cm": mean("mpjpe_cm"),
-      "gt_jitter": mean("gt_jitter"),
-      "clips": len(clips), "frames": int(sum(len(c.sparse) for c in clips))}
-
-
-def markdown(results) -> str:
-  back = [f"{b} back" if b else "last row (online)" for b in _BACK]
-  lines = ["| run | memory reads | " + " | ".join(back) + " | within windows "
-           "| revision (cm) | last-row MPJPE (cm) | GT |",
-           "| --- | --- |" + " --- |" * (len(back) + 4)]
-  for r in results:
-    cells = [f"{r['row_jitter'][str(b)]:.2f}" if str(b) in r["row_jitter"]
-             else "-" for b in _BACK]
-    memory = r["memory_input"] if r["uses_memory"] else "-"
-    lines.append(f"| {os.path.basename(r['run'].rstrip('/'))} ({r['model']})"
-                 f" | {memory} | {' | '.join(cells)} | "
-                 f"{r['within_window_jitter']:.2f} | {r['revision_cm']:.2f} | "
-                 f"{r['mpjpe_cm']:.2f} | {r['gt_jitter']:.2f} |")
-  return "\n".join(lines)
 
 
 def _load():
@@ -142,6 +88,11 @@ def main(argv):
     raise app.UsageError("--clips must be >= 0")
   host_memory.reuse_freed_memory()
   runs = [(w, *_restore(w)) for w in FLAGS.workdir]  # fail before any work
+  for w, cfg, _ in runs:
+    try:
+      diagnostics.check_model(cfg)
+    except ValueError as e:
+      raise app.UsageError(f"--workdir {w}: {e}") from None
   clips, skeleton = _load()
   clips = [c for c in clips if np.isfinite(c.sparse).all()]
   clips = clips[:FLAGS.clips] if FLAGS.clips else clips
@@ -153,10 +104,11 @@ def main(argv):
                          "to diagnose")
   results = []
   for w, cfg, params in runs:
-    results.append(diagnose(w, cfg, params, clips, skeleton))
+    results.append(diagnostics.run_report(w, cfg, params, clips, skeleton))
     if cfg.uses_memory and FLAGS.teacher_forcing:
-      results.append(diagnose(w, cfg, params, clips, skeleton, teacher=True))
-  table = markdown(results)
+      results.append(diagnostics.run_report(w, cfg, params, clips, skeleton,
+                                            teacher=True))
+  table = diagnostics.markdown(results)
   os.makedirs(os.path.dirname(os.path.abspath(FLAGS.out)), exist_ok=True)
   with open(FLAGS.out, "w", encoding="utf-8") as f:
     json.dump(results, f, indent=1)

@@ -19,13 +19,19 @@ rotations, placed by the tracked head of the frame a row estimates).
 """
 
 import functools
+import os
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
+from memmlp_jax import dims
 from memmlp_jax import metrics
 from memmlp_jax import rollout
+from memmlp_jax.models import factory
+
+# Rows of a window reported, counted back from the last (the online output).
+ROWS_BACK = (0, 10, 20, 30, 40)
 
 
 @functools.partial(jax.jit, static_argnames=("model",))
@@ -145,3 +151,62 @@ def row_report(windows_rot6d, head_positions, skeleton, rows=None,
     report["mpjpe_cm"] = float(np.mean(np.linalg.norm(
         positions[inside, -1] - truth[inside], axis=-1))) * 100
   return report
+
+
+def check_model(cfg) -> None:
+  """ValueError unless `cfg`'s model predicts whole windows (rows to
+  compare); call it on every run before any work."""
+  if cfg.output_frames != cfg.window:
+    raise ValueError(f"{cfg.name} predicts only the last frame of a window: "
+                     "there are no rows to compare")
+
+
+def run_report(workdir: str, cfg, params, clips, skeleton,
+               teacher: bool = False) -> dict:
+  """One row of the table: the run's report averaged over clips.
+
+  ``teacher``: the memory reads the true previous window, not its own.
+  """
+  check_model(cfg)
+  model, variables = factory.build(cfg), {"params": params}
+  rows = [cfg.window - 1 - back for back in ROWS_BACK if back < cfg.window]
+  reports = []
+  for clip in clips:
+    motion = np.concatenate([clip.rot6d, clip.pos], axis=-1)
+    windows = window_predictions(
+        model, variables, cfg, clip.sparse,
+        teacher_motion=motion if teacher else None)
+    report = row_report(
+        windows, clip.pos[:, dims.HEAD_POS_COLUMNS], skeleton, rows,
+        gt_positions=clip.pos)
+    report["gt_jitter"] = metrics.jitter(clip.pos.reshape(
+        len(clip.pos), -1, 3)) / 100
+    reports.append(report)
+  mean = lambda key: float(np.mean([r[key] for r in reports]))
+  return {
+      "run": workdir, "model": cfg.name, "window": cfg.window,
+      "uses_memory": cfg.uses_memory,
+      "memory_input": "ground truth" if teacher else "own predictions",
+      "row_jitter": {str(cfg.window - 1 - r): float(np.mean(
+          [rep["row_jitter"][r] for rep in reports])) for r in rows},
+      "within_window_jitter": mean("within_window_jitter"),
+      "revision_cm": mean("revision_cm"), "mpjpe_cm": mean("mpjpe_cm"),
+      "gt_jitter": mean("gt_jitter"),
+      "clips": len(clips), "frames": int(sum(len(c.sparse) for c in clips))}
+
+
+def markdown(results) -> str:
+  """The reports of run_report as one Markdown table."""
+  back = [f"{b} back" if b else "last row (online)" for b in ROWS_BACK]
+  lines = ["| run | memory reads | " + " | ".join(back) + " | within windows "
+           "| revision (cm) | last-row MPJPE (cm) | GT |",
+           "| --- | --- |" + " --- |" * (len(back) + 4)]
+  for r in results:
+    cells = [f"{r['row_jitter'][str(b)]:.2f}" if str(b) in r["row_jitter"]
+             else "-" for b in ROWS_BACK]
+    memory = r["memory_input"] if r["uses_memory"] else "-"
+    lines.append(f"| {os.path.basename(r['run'].rstrip('/'))} ({r['model']})"
+                 f" | {memory} | {' | '.join(cells)} | "
+                 f"{r['within_window_jitter']:.2f} | {r['revision_cm']:.2f} | "
+                 f"{r['mpjpe_cm']:.2f} | {r['gt_jitter']:.2f} |")
+  return "\n".join(lines)

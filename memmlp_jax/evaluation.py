@@ -15,6 +15,7 @@ import jax
 from matplotlib import figure
 import numpy as np
 
+from memmlp_jax import dims
 from memmlp_jax import export
 from memmlp_jax import ik
 from memmlp_jax import metrics
@@ -25,7 +26,7 @@ from memmlp_jax.data import motion as motion_lib
 from memmlp_jax.data import prepared
 from memmlp_jax.models import factory
 
-HEAD_COLUMNS = slice(3 * 15, 3 * 16)  # the head joint in a (N, 66) target
+HEAD_COLUMNS = dims.HEAD_POS_COLUMNS  # the head joint in a (N, 66) target
 
 
 @dataclasses.dataclass

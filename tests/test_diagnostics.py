@@ -167,3 +167,11 @@ def test_teacher_forced_memory_reads_the_true_previous_window():
   np.testing.assert_allclose(forced[t], np.asarray(expected), atol=1e-5)
   own = diagnostics.window_predictions(model, variables, cfg, sparse)
   assert np.abs(own[t] - forced[t]).max() > 1e-4  # it did read another input
+
+
+def test_a_model_without_rows_is_refused_up_front():
+  """avatarposer predicts one frame per window: diagnose_jitter names the
+  run before any work instead of failing after the other runs."""
+  diagnostics.check_model(configs.get_config("memmlp41"))
+  with pytest.raises(ValueError, match="avatarposer predicts only the last"):
+    diagnostics.check_model(configs.get_config("avatarposer"))
