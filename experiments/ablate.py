@@ -33,6 +33,7 @@ from absl import logging
 import numpy as np
 
 from memmlp_jax import evaluation
+from memmlp_jax import checkpoints
 from memmlp_jax import host_memory
 from memmlp_jax import metrics
 from memmlp_jax import train
@@ -240,6 +241,7 @@ def main(argv):
   if not FLAGS.workdir:
     raise app.UsageError("--workdir is required")
   host_memory.reuse_freed_memory()
+  checkpoints.quiet_orbax_logs()
   variants = [parse_variant(v) for v in FLAGS.variant]
   if not variants:
     raise app.UsageError("give at least one --variant")

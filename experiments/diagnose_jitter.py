@@ -87,6 +87,7 @@ def main(argv):
   if FLAGS.clips < 0:
     raise app.UsageError("--clips must be >= 0")
   host_memory.reuse_freed_memory()
+  checkpoints.quiet_orbax_logs()
   runs = [(w, *_restore(w)) for w in FLAGS.workdir]  # fail before any work
   for w, cfg, _ in runs:
     try:

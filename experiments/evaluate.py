@@ -108,6 +108,7 @@ def main(argv):
     raise app.UsageError(f"unexpected arguments: {argv[1:]}")
   _check_flags()
   host_memory.reuse_freed_memory()
+  checkpoints.quiet_orbax_logs()
   started = time.perf_counter()
   cfg, params = _restore(FLAGS.workdir)
   try:

@@ -17,7 +17,6 @@ command on every host with --coordinator_address, --num_processes and
 --process_id (jax.distributed.initialize). See docs/training.md.
 """
 
-import logging as std_logging
 import os
 
 from absl import app
@@ -25,6 +24,7 @@ from absl import flags
 from absl import logging
 import jax
 
+from memmlp_jax import checkpoints
 from memmlp_jax import host_memory
 from memmlp_jax import losses
 from memmlp_jax import train
@@ -191,13 +191,6 @@ def _start_params(config: train.RunConfig):
   return {"model": params, "loss": losses.init_log_vars(cfg)}
 
 
-def _quiet_orbax():
-  """Keeps orbax's per-save INFO lines out of the training log."""
-  handler = logging.get_absl_handler()
-  handler.addFilter(lambda r: r.levelno >= std_logging.WARNING
-                    or "/orbax/" not in r.pathname)
-
-
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
@@ -213,7 +206,7 @@ def main(argv):
     train.check_batch_size(config.vq_batch_size, train.make_mesh())
   except ValueError as e:
     raise app.UsageError(str(e)) from None
-  _quiet_orbax()
+  checkpoints.quiet_orbax_logs()
   start_params = _start_params(config)
   prepared_dir = _PREPARED_DIR.value or os.path.join("prepared",
                                                      _PROTOCOL.value)

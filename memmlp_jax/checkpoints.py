@@ -12,8 +12,10 @@ Workdir layout (written by train.py):
 """
 
 import json
+import logging as std_logging
 import os
 
+from absl import logging
 import jax
 import numpy as np
 import orbax.checkpoint as ocp
@@ -22,6 +24,15 @@ from memmlp_jax import run_config
 
 # The stage whose checkpoints hold the trained model.
 MODEL_STAGE = "memmlp"
+
+
+def quiet_orbax_logs() -> None:
+  """Keeps orbax's INFO lines (about 30 per save or restore) out of the log;
+  its warnings and errors still show. For the CLIs, after absl has set up
+  logging."""
+  logging.get_absl_handler().addFilter(
+      lambda r: r.levelno >= std_logging.WARNING
+      or "/orbax/" not in r.pathname)
 
 
 def load_config(workdir: str) -> run_config.RunConfig:
