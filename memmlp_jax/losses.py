@@ -96,7 +96,8 @@ def term_names(cfg: configs.ModelConfig) -> tuple[str, ...]:
   names = ("rot",) + (("rot_vel",) if cfg.rot_vel_loss else ())
   if cfg.predicts_positions:
     names += ("pos", "lower_vel")
-  return names + (("fk_pos",) if cfg.fk_loss else ())
+  names += ("fk_pos",) if cfg.fk_loss else ()
+  return names + (("output_vel",) if cfg.output_vel_loss else ())
 
 
 def mlp_terms(cfg: configs.ModelConfig, outputs: dict[str, Any],
@@ -143,6 +144,23 @@ def avatarposer_terms(outputs: dict[str, Any], rot6d: Array,
   }
 
 
+def output_velocity(now: Array, before: Array, target_now: Array,
+                    target_before: Array, valid: Array,
+                    skeleton: skeleton_lib.Skeleton) -> Array:
+  """L1 of the online output's FK-position velocity against the truth's.
+
+  now, before: (B, 132) the output frame and the (stop-gradient) output one
+  frame earlier; targets alike; valid: (B,) False where there was no
+  earlier output (a clip's first frame).
+  """
+  moved = fk_positions(now, skeleton) - fk_positions(before, skeleton)
+  truth = (fk_positions(target_now, skeleton)
+           - fk_positions(target_before, skeleton))
+  error = jnp.mean(jnp.abs(moved - truth), axis=(-2, -1))
+  weight = valid.astype(error.dtype)
+  return jnp.sum(error * weight) / jnp.maximum(jnp.sum(weight), 1.0)
+
+
 def init_log_vars(cfg: configs.ModelConfig) -> dict[str, Array]:
   """Initial learned log-variances s_i = 0 (weight 1); {} when not learned."""
   if cfg.arch != "mlp" or cfg.loss_weighting != "learned":
@@ -154,7 +172,7 @@ def combine(cfg: configs.ModelConfig, terms: dict[str, Array],
             log_vars: dict[str, Array]) -> tuple[Array, dict[str, Array]]:
   """(total loss, the weight each term got)."""
   if cfg.arch == "avatarposer":
-    weights = {k: jnp.float32(AVATARPOSER_WEIGHTS[k]) for k in terms}
+    weights = {k: jnp.float32(AVATARPOSER_WEIGHTS.get(k, 1.0)) for k in terms}
     return sum(weights[k] * terms[k] for k in terms), weights
   if cfg.loss_weighting == "learned":
     if set(log_vars) != set(terms):
@@ -164,14 +182,16 @@ def combine(cfg: configs.ModelConfig, terms: dict[str, Array],
     total = sum(weights[k] * terms[k] + log_vars[k] for k in terms)
     return total, weights
   # The FK term, an addition to the paper's four, has weight 1.
-  fixed = {**dict(zip(TERMS, cfg.loss_weights)), "fk_pos": 1.0}
+  fixed = {**dict(zip(TERMS, cfg.loss_weights)), "fk_pos": 1.0,
+           "output_vel": 1.0}
   weights = {k: jnp.float32(fixed[k]) for k in terms}
   return sum(weights[k] * terms[k] for k in terms), weights
 
 
 def model_loss(cfg: configs.ModelConfig, outputs: dict[str, Any],
                rot6d: Array, pos: Array, log_vars: dict[str, Array],
-               skeleton: skeleton_lib.Skeleton | None = None
+               skeleton: skeleton_lib.Skeleton | None = None,
+               extra_terms: dict[str, Array] | None = None
                ) -> tuple[Array, dict[str, Array]]:
   """Total training loss and metrics {"loss", "loss/<term>", "weight/<term>"}.
 
@@ -182,6 +202,8 @@ def model_loss(cfg: configs.ModelConfig, outputs: dict[str, Any],
     pos: target global positions (B, T, 66) of the window.
     log_vars: learned log-variances (init_log_vars), {} for fixed weights.
     skeleton: the body of the targets; required by avatarposer's FK term.
+    extra_terms: terms the caller computed (output_vel needs the model's
+      previous output), combined like the others.
   """
   if cfg.arch == "avatarposer":
     if skeleton is None:
@@ -190,6 +212,7 @@ def model_loss(cfg: configs.ModelConfig, outputs: dict[str, Any],
     terms = avatarposer_terms(outputs, rot6d, skeleton)
   else:
     terms = mlp_terms(cfg, outputs, rot6d, pos, skeleton)
+  terms.update(extra_terms or {})
   total, weights = combine(cfg, terms, log_vars)
   metrics = {"loss": total}
   metrics.update({f"loss/{k}": v for k, v in terms.items()})

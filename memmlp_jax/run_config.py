@@ -100,8 +100,8 @@ class RunConfig:
   @property
   def history(self) -> int:
     """Windows before the current one that a stage-2 crop holds."""
-    return 2 if (self.memory_source == "own"
-                 and self.model.uses_memory) else 1
+    own = self.memory_source == "own" and self.model.uses_memory
+    return 2 if own or self.model.output_vel_loss else 1
 
   def to_json(self) -> dict:
     return {**dataclasses.asdict(self),

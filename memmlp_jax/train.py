@@ -167,38 +167,52 @@ def _remembered(window, clip_frame, lag: int):
           jnp.where(keep, _motion(window), 0.0))
 
 
+def previous_output(model, config: RunConfig, params, windows, clip_frame,
+                    key):
+  """The model's own stop-gradient prediction of the previous window.
+
+  Made in inference mode, as the online rollout makes it; a memory model
+  reads the true (+ memory_noise) window before it, empty at a clip start.
+  """
+  cfg = config.model
+  previous = windows[-2]
+  older_sparse = older_motion = None
+  if cfg.uses_memory:
+    older_sparse, older_motion = _remembered(windows[-3], clip_frame, lag=2)
+    if config.memory_noise:
+      noise_key, _ = jax.random.split(key)
+      older_motion = older_motion + config.memory_noise * jax.random.normal(
+          noise_key, older_motion.shape, older_motion.dtype)
+  out = model.apply({"params": params}, previous["sparse"], older_sparse,
+                    older_motion, alpha=cfg.memory_alpha, train=False)
+  return jax.tree.map(jax.lax.stop_gradient, out)
+
+
 def memory_inputs(model, config: RunConfig, params, windows, clip_frame, key,
-                  skeleton=None):
+                  skeleton=None, previous_out=None):
   """(prev_sparse, prev_motion) the memory reads for the newest window.
 
   "truth": the true previous window (+ memory_noise); "own": the model's own
-  stop-gradient prediction of the previous window, made in inference mode
-  from the true (+ noise) window before it, as the rollout would.
+  stop-gradient prediction of the previous window (`previous_output`, or
+  `previous_out` when the caller has it), as the rollout feeds it.
   """
-  noise_key, own_key = jax.random.split(key)
-
-  def noisy(sparse_motion):
-    sparse, motion = sparse_motion
+  previous = windows[-2]
+  if config.memory_source == "truth":
+    sparse, motion = _remembered(previous, clip_frame, lag=1)
     if config.memory_noise:
+      noise_key, _ = jax.random.split(key)
       motion = motion + config.memory_noise * jax.random.normal(
           noise_key, motion.shape, motion.dtype)
     return sparse, motion
-
-  if config.memory_source == "truth":
-    return noisy(_remembered(windows[-2], clip_frame, lag=1))
-  older_sparse, older_motion = noisy(_remembered(windows[-3], clip_frame,
-                                                 lag=2))
-  previous = windows[-2]
-  out = model.apply({"params": params}, previous["sparse"], older_sparse,
-                    older_motion, alpha=config.model.memory_alpha,
-                    train=False, rngs={"alpha": own_key})
+  out = previous_out
+  if out is None:
+    out = previous_output(model, config, params, windows, clip_frame, key)
   positions = out["pos"]
   if positions is None:
     positions = rollout.window_positions(
         out["rot6d"], previous["sparse"],
         jnp.asarray(skeleton.offsets, jnp.float32))
-  motion = jax.lax.stop_gradient(
-      jnp.concatenate([out["rot6d"], positions], axis=-1))
+  motion = jnp.concatenate([out["rot6d"], positions], axis=-1)
   keep = (clip_frame >= 1)[:, None, None]
   return (jnp.where(keep, previous["sparse"], 0.0),
           jnp.where(keep, motion, 0.0))
@@ -210,18 +224,28 @@ def memmlp_loss(model, config: RunConfig, params, batch, key, train: bool,
   cfg = config.model
   windows = dataset.windows(batch, cfg.window)
   current = windows[-1]
+  clip_frame = batch["clip_frame"]
   alpha_key, dropout_key, memory_key = jax.random.split(key, 3)
+  before = None
+  if config.history == 2:
+    before = previous_output(model, config, params["model"], windows,
+                             clip_frame, memory_key)
   prev_sparse = prev_motion = None
   if cfg.uses_memory:
     prev_sparse, prev_motion = memory_inputs(
-        model, config, params["model"], windows, batch["clip_frame"],
-        memory_key, skeleton)
+        model, config, params["model"], windows, clip_frame, memory_key,
+        skeleton, before)
   out = model.apply(
       {"params": params["model"]}, current["sparse"], prev_sparse,
       prev_motion, train=train,
       rngs={"alpha": alpha_key, "dropout": dropout_key})
+  extra = {}
+  if cfg.output_vel_loss:
+    extra["output_vel"] = losses.output_velocity(
+        out["rot6d"][:, -1], before["rot6d"][:, -1], current["rot6d"][:, -1],
+        windows[-2]["rot6d"][:, -1], clip_frame >= 1, skeleton)
   return losses.model_loss(cfg, out, current["rot6d"], current["pos"],
-                           params["loss"], skeleton)
+                           params["loss"], skeleton, extra)
 
 
 def vqvae_loss(model, cfg: configs.ModelConfig, params, batch):

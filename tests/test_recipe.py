@@ -309,3 +309,41 @@ def test_from_window_scores_only_the_steady_frames():
                                   skeleton.SMPL_NEUTRAL)
   assert rows[0]["mpjre"] == pytest.approx(0.0, abs=1e-6)
   assert full["mpjre"] > 1.0
+
+
+def test_output_velocity_loss_compares_successive_outputs():
+  """The term is zero when the outputs move as the truth moves, and masked
+  where there is no previous output."""
+  rng = np.random.default_rng(0)
+  identity = np.tile([1.0, 0, 0, 0, 1, 0], 22).astype(np.float32)
+  turned = identity.copy()
+  turned[6:12] = [0.0, 1, 0, -1, 0, 0]  # joint 1 turned 90 degrees
+  now = jnp.asarray(np.stack([turned, identity]))
+  before = jnp.asarray(np.stack([identity, identity]))
+  body = skeleton.SMPL_NEUTRAL
+  same = losses.output_velocity(now, before, now, before,
+                                jnp.asarray([True, True]), body)
+  assert float(same) == 0.0
+  still = losses.output_velocity(now, before, before, before,
+                                 jnp.asarray([True, True]), body)
+  masked = losses.output_velocity(now, before, before, before,
+                                  jnp.asarray([False, True]), body)
+  assert float(still) > 0.0 and float(masked) == 0.0
+  del rng
+
+
+def test_output_velocity_recipe_trains_every_model():
+  split = _split()
+  for name, extra in (("memmlp41", TINY), ("agrol_mlp41", dict(
+      window=6, latent_dim=16, num_blocks=2))):
+    config = train.RunConfig(model=configs.get_config(
+        name, **extra, output_vel_loss=True), batch_size=8)
+    assert config.history == 2
+    stage = train.build_stage("memmlp", config, split, None)
+    state = train.init_state(stage.init_params(), stage.optimizer)
+    step = jax.jit(train.make_train_step("memmlp", stage.model, config,
+                                         stage.optimizer, split.skeleton))
+    sampler = dataset.WindowSampler(split, 6, 8, 0, history=2,
+                                    start_share=0.5)
+    state, metrics = step(state, sampler.batch(0))
+    assert np.isfinite(float(metrics["loss/output_vel"]))

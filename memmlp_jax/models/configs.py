@@ -87,6 +87,11 @@ class ModelConfig:
   # Adds AvatarPoser's forward-kinematics term (root-relative positions of
   # the predicted rotations) to an MLP's loss: the quantity MPJPE scores.
   fk_loss: bool = False
+  # Adds an L1 term on the velocity of the online output: root-relative FK
+  # positions of the window's last frame minus those of the model's own
+  # (stop-gradient) prediction one frame earlier, against the true velocity.
+  # MPJVE and jitter score exactly this sequence of outputs.
+  output_vel_loss: bool = False
   # Dropout in AvatarPoser's transformer layers (its own code: PyTorch's
   # default 0.1); 0 keeps the shared recipe deterministic.
   dropout: float = 0.0
