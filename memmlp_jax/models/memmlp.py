@@ -80,48 +80,146 @@ class Head(nn.Module):
     return nn.Dense(self.features, name="out")(h)
 
 
+def cacheable(cfg: configs.ModelConfig) -> bool:
+  """Whether each fusion has a part that depends on one sparse frame alone.
+
+  True for the paper's memory block with residual fusion and concat combine:
+  fuse(concat(h_s, blend)) = h_s @ W[:F] + blend @ W[F:] + b.
+  """
+  return (cfg.uses_memory and cfg.memory_kind == "block"
+          and cfg.memory_fusion == "residual"
+          and cfg.memory_combine == "concat")
+
+
+class FuseDense(nn.Dense):
+  """The fusion Linear (a flax Dense), also applied to its input in two parts.
+
+  fuse(concat(a, b)) = leading(a) + trailing(b): the cached streaming step
+  computes the sparse part once per frame (the same kernel and bias).
+  """
+
+  def leading(self, x: Array) -> Array:
+    """x @ kernel[:width of x] (no bias)."""
+    kernel = self.get_variable("params", "kernel")
+    return x @ kernel[:x.shape[-1]]
+
+  def trailing(self, x: Array) -> Array:
+    """x @ kernel[-width of x:] + bias."""
+    kernel = self.get_variable("params", "kernel")
+    return x @ kernel[kernel.shape[0] - x.shape[-1]:] + self.get_variable(
+        "params", "bias")
+
+
 class MemMLP(nn.Module):
-  """Mem-MLP (memory on, two heads) and its ablations, AGRoL-MLP included."""
+  """Mem-MLP (memory on, two heads) and its ablations, AGRoL-MLP included.
+
+  Besides ``__call__``, the pieces the cached streaming step (cached_step.py)
+  calls through ``apply(..., method=...)``: ``embed_frames`` and
+  ``sparse_memory`` per frame, ``from_embedded`` for the rest of the forward
+  pass. ``__call__`` is ``from_embedded`` of ``embed_frames``: one definition.
+  """
   cfg: configs.ModelConfig
 
-  @nn.compact
+  def setup(self):
+    cfg = self.cfg
+    # Attribute names are the parameter names (the tree checkpoints hold).
+    self.embed = nn.Dense(cfg.latent_dim)
+    if cfg.uses_memory and cfg.uses_vq:
+      self.vq = vqvae.VQEncoder(cfg)
+    for i in range(1, cfg.num_blocks + 1):
+      setattr(self, f"block_{i}", blocks.MLPBlock())
+      if cfg.uses_memory and i in cfg.fusion_layers:
+        setattr(self, f"memory_{i}",
+                memory.MemoryBlock(cfg) if cfg.memory_kind == "block"
+                else memory.RecurrentMemory(cfg))
+        setattr(self, f"fuse_{i}", FuseDense(cfg.latent_dim))
+    self.rot_head = Head(cfg.head_blocks, dims.ROT6D_DIM)
+    if cfg.multi_head:
+      self.pos_head = Head(cfg.head_blocks, dims.POS_DIM)
+
   def __call__(self, sparse: Array, prev_sparse: Array | None = None,
                prev_motion: Array | None = None, *,
                alpha: Array | float | None = None,
                train: bool = False) -> dict[str, Array | None]:
     cfg = self.cfg
     _check_window("sparse", sparse, cfg, dims.SPARSE_DIM)
-    h = nn.Dense(cfg.latent_dim, name="embed")(_to_time_major(sparse))
+    s = m = None
     if cfg.uses_memory:
       _check_window("prev_sparse", prev_sparse, cfg, dims.SPARSE_DIM)
       _check_window("prev_motion", prev_motion, cfg, dims.MOTION_DIM)
       s = _to_time_major(prev_sparse)
       m = _to_time_major(prev_motion)
+    h = self.embed_frames(_to_time_major(sparse))
+    return self._predict(h, s, m, None, alpha=alpha, train=train)
+
+  def embed_frames(self, sparse: Array) -> Array:
+    """The input Linear: (..., 54) -> (..., D), frame by frame."""
+    return self.embed(sparse)
+
+  def sparse_memory(self, sparse: Array) -> Array:
+    """(..., 54) -> (..., M, D): h_s @ W[:F] of each of the M memory blocks.
+
+    The part of each fusion that depends on one sparse frame alone (memory
+    block, residual fusion, concat combine only).
+    """
+    cfg = self.cfg
+    if not cacheable(self.cfg):
+      raise ValueError(f"{cfg.name}: no cacheable sparse memory")
+    rows = [getattr(self, f"fuse_{i}").leading(
+        getattr(self, f"memory_{i}").sparse_feature(sparse))
+            for i in cfg.fusion_layers]
+    return jnp.stack(rows, axis=-2)
+
+  def from_embedded(self, embedded: Array, prev_sparse: Array,
+                    prev_motion: Array, sparse_memory: Array,
+                    ) -> dict[str, Array | None]:
+    """The forward pass after the embedding, from cached rows (inference).
+
+    embedded (B, T, D) ``embed_frames`` of the window; prev_sparse,
+    prev_motion as ``__call__``; sparse_memory (B, T, M, D)
+    ``sparse_memory`` of prev_sparse. Same output as ``__call__``.
+    """
+    if not cacheable(self.cfg):
+      raise ValueError(f"{self.cfg.name}: no cacheable sparse memory")
+    h, s, m, cached = map(_to_time_major, (embedded, prev_sparse, prev_motion,
+                                           sparse_memory))
+    return self._predict(h, s, m, cached, alpha=None, train=False)
+
+  def _predict(self, h, s, m, cached, *, alpha, train):
+    """Time-major hidden (T, B, D) -> the output dict (batch-major)."""
+    cfg = self.cfg
+    if cfg.uses_memory:
       # Lets tests and the rollout check which motion reaches the memory.
       self.sow("intermediates", "memory_motion", m)
       code = None
       if cfg.uses_vq:
-        code = jax.lax.stop_gradient(
-            vqvae.VQEncoder(cfg, name="vq")(s, m)["codes"])
+        code = jax.lax.stop_gradient(self.vq(s, m)["codes"])
       alpha = _time_major_alpha(alpha)
     for i in range(1, cfg.num_blocks + 1):
-      h = blocks.MLPBlock(name=f"block_{i}")(h)
-      if cfg.uses_memory and i in cfg.fusion_layers:
-        if cfg.memory_kind == "block":
-          feature = memory.MemoryBlock(cfg, name=f"memory_{i}")(
-              s, m, code, alpha=alpha, train=train)
-        else:
-          feature = memory.RecurrentMemory(cfg, name=f"memory_{i}")(s, m)
-        fuse = nn.Dense(cfg.latent_dim, name=f"fuse_{i}")
-        if cfg.memory_fusion == "residual":
-          h = h + fuse(feature)
-        else:
-          h = fuse(jnp.concatenate([h, feature], axis=-1))
-    rot6d = Head(cfg.head_blocks, dims.ROT6D_DIM, name="rot_head")(h)
+      h = getattr(self, f"block_{i}")(h)
+      if not (cfg.uses_memory and i in cfg.fusion_layers):
+        continue
+      block = getattr(self, f"memory_{i}")
+      fuse = getattr(self, f"fuse_{i}")
+      if cached is not None:
+        # fuse(concat(h_s, blend)) = leading(h_s) + trailing(blend), the
+        # first from the cache.
+        blend = block.blend(m, code, alpha=alpha, train=train)
+        h = (h + cached[..., cfg.fusion_layers.index(i), :]
+             + fuse.trailing(blend))
+        continue
+      if cfg.memory_kind == "block":
+        feature = block(s, m, code, alpha=alpha, train=train)
+      else:
+        feature = block(s, m)
+      if cfg.memory_fusion == "residual":
+        h = h + fuse(feature)
+      else:
+        h = fuse(jnp.concatenate([h, feature], axis=-1))
+    rot6d = self.rot_head(h)
     pos = None
     if cfg.multi_head:
-      pos = _to_time_major(
-          Head(cfg.head_blocks, dims.POS_DIM, name="pos_head")(h))
+      pos = _to_time_major(self.pos_head(h))
     return {"rot6d": _to_time_major(rot6d), "pos": pos}
 
 

@@ -35,15 +35,27 @@ class MemoryBlock(nn.Module):
   """The paper's memory block; returns the memory feature (T, B, F).
 
   F = 2 * memory_dim for memory_combine="concat", memory_dim for "add".
+  The two halves are methods of their own (``sparse_feature``, ``blend``):
+  the cached streaming step computes the sparse half once per frame.
   """
   cfg: configs.ModelConfig
 
-  @nn.compact
-  def __call__(self, s: Array, m: Array, c: Array | None, *,
-               alpha: Array | float | None, train: bool) -> Array:
+  def setup(self):
     cfg = self.cfg
-    h_s = blocks.ProjectLNSiLU(cfg.memory_dim, name="sparse")(s)
-    h_m = blocks.ProjectLNSiLU(cfg.memory_dim, name="motion")(m)
+    self.sparse = blocks.ProjectLNSiLU(cfg.memory_dim)
+    self.motion = blocks.ProjectLNSiLU(cfg.memory_dim)
+    if cfg.use_vq_code:
+      self.code = blocks.ProjectLNSiLU(cfg.memory_dim)
+
+  def sparse_feature(self, s: Array) -> Array:
+    """h_s: (..., 54) -> (..., memory_dim); one frame depends on one frame."""
+    return self.sparse(s)
+
+  def blend(self, m: Array, c: Array | None, *,
+            alpha: Array | float | None, train: bool) -> Array:
+    """b = alpha * h_m + (1 - alpha) * h_c (time-major (T, B, memory_dim))."""
+    cfg = self.cfg
+    h_m = self.motion(m)
     if alpha is None:
       # Time-major (T, B, F): one draw per window broadcasts over T and F.
       shape = (h_m.shape if cfg.alpha_per == "element"
@@ -51,11 +63,14 @@ class MemoryBlock(nn.Module):
       alpha = (jax.random.uniform(self.make_rng("alpha"), shape)
                if train else cfg.memory_alpha)
     if cfg.use_vq_code:
-      h_c = blocks.ProjectLNSiLU(cfg.memory_dim, name="code")(c)
-      blend = alpha * h_m + (1.0 - alpha) * h_c
-    else:
-      blend = alpha * h_m
-    if cfg.memory_combine == "concat":
+      return alpha * h_m + (1.0 - alpha) * self.code(c)
+    return alpha * h_m
+
+  def __call__(self, s: Array, m: Array, c: Array | None, *,
+               alpha: Array | float | None, train: bool) -> Array:
+    h_s = self.sparse_feature(s)
+    blend = self.blend(m, c, alpha=alpha, train=train)
+    if self.cfg.memory_combine == "concat":
       return jnp.concatenate([h_s, blend], axis=-1)
     return h_s + blend
 
