@@ -27,7 +27,9 @@ from absl import logging
 import numpy as np
 
 from memmlp_jax import dims
-from memmlp_jax import export
+from memmlp_jax.export import convert
+from memmlp_jax.export import runner
+from memmlp_jax.export import sidecar as sidecar_lib
 from memmlp_jax.models import configs
 
 _MODELS = flags.DEFINE_list("models", ["agrol_mlp41", "agrol_mlp196"],
@@ -153,7 +155,7 @@ def main(argv):
   runners = {}
   for name in _MODELS.value:
     cfg = configs.get_config(name)
-    session = onnx_session(agrol_onnx(cfg, export.random_variables(cfg)[
+    session = onnx_session(agrol_onnx(cfg, convert.random_variables(cfg)[
         "params"]), _THREADS.value)
     windows = np.stack([inputs[i:i + cfg.window] for i in range(64)])[:, None]
     runners[f"{name} (ONNX, onnxruntime)"] = (
@@ -161,10 +163,10 @@ def main(argv):
   with tempfile.TemporaryDirectory() as workdir:
     for name in _TFLITE.value:
       cfg = configs.get_config(name)
-      tflite, sidecar = export.export_model(cfg, export.random_variables(cfg))
+      tflite, sidecar = convert.export_model(cfg, convert.random_variables(cfg))
       path = os.path.join(workdir, f"{name}.tflite")
-      export.save(tflite, sidecar, path)
-      streamer = export.TFLiteStreamer(path, num_threads=_THREADS.value)
+      sidecar_lib.save(tflite, sidecar, path)
+      streamer = runner.TFLiteStreamer(path, num_threads=_THREADS.value)
       streamer.reset()
       runners[f"{name} (ours, TFLite step)"] = (
           lambda i=0, s=streamer: s.push(inputs[i % 64]))

@@ -7,7 +7,7 @@ r"""Per-frame latency of the exported streaming step on one CPU thread.
 Each model is exported with random weights (latency does not depend on
 them) exactly as experiments/export.py exports a trained one, then streamed
 frame by frame through the LiteRT interpreter (XNNPACK) via the same runner
-that scores exported models (export.TFLiteStreamer.push): the time per frame
+that scores exported models (runner.TFLiteStreamer.push): the time per frame
 includes copying the new state onto the inputs, which stay in place as on a
 headset. The models take turns in rounds, so
 load from other processes spreads over all of them. Also measured, in every
@@ -31,14 +31,16 @@ from absl import flags
 from absl import logging
 import numpy as np
 
-from memmlp_jax import export
+from memmlp_jax.export import convert
+from memmlp_jax.export import runner
+from memmlp_jax.export import sidecar as sidecar_lib
 from memmlp_jax.models import configs
 from memmlp_jax.models import factory
 
 _MODELS = flags.DEFINE_list(
     "models", ["memmlp41", "memmlp60", "agrol_mlp41", "agrol_mlp196",
                "avatarposer"], "Named model configs to export and time.")
-_QUANTIZE = flags.DEFINE_list("quantize", list(export.QUANTIZE),
+_QUANTIZE = flags.DEFINE_list("quantize", list(convert.QUANTIZE),
                               "Variants to time: none (fp32), fp16, int8.")
 _THREADS = flags.DEFINE_integer("threads", 1, "Interpreter threads.")
 _FRAMES = flags.DEFINE_integer("frames", 300, "Timed frames per model.")
@@ -56,7 +58,7 @@ _PEAK_SHAPES = ((256, 1024, 1024), (512, 512, 512), (64, 2048, 2048))
 def _matmul_tflite(rows: int, inputs: int, outputs: int) -> bytes:
   weights = np.random.RandomState(0).randn(inputs, outputs).astype(np.float32)
   step = lambda state, x: (state, {"y": x @ weights})
-  return export.convert_step(step, {}, frame_shape=(rows, inputs))
+  return convert.convert_step(step, {}, frame_shape=(rows, inputs))
 
 
 def _time_invoke(run, repeats: int, warmup: int) -> np.ndarray:
@@ -77,12 +79,12 @@ class _PeakMatmuls:
     from ai_edge_litert import interpreter  # pylint: disable=g-import-not-at-top
     self._runs = []
     for rows, inputs, outputs in _PEAK_SHAPES:
-      runner = interpreter.Interpreter(
+      signature = interpreter.Interpreter(
           model_content=_matmul_tflite(rows, inputs, outputs),
-          num_threads=threads).get_signature_runner(export.SIGNATURE)
+          num_threads=threads).get_signature_runner(sidecar_lib.SIGNATURE)
       x = np.random.RandomState(1).randn(rows, inputs).astype(np.float32)
       self._runs.append((2.0 * rows * inputs * outputs,
-                         lambda r=runner, x=x: r(frame=x)))
+                         lambda r=signature, x=x: r(frame=x)))
 
   def gflops(self) -> float:
     return max(flops / np.median(_time_invoke(run, 10, 2)) / 1e9
@@ -94,16 +96,16 @@ class _Candidate:
 
   def __init__(self, name: str, quantize: str, threads: int, workdir: str):
     cfg = configs.get_config(name)
-    variables = export.random_variables(cfg)
-    state, step = export.streaming_step(cfg, variables)
-    tflite, sidecar = export.export_model(cfg, variables, quantize=quantize)
+    variables = convert.random_variables(cfg)
+    state, step = convert.streaming_step(cfg, variables)
+    tflite, sidecar = convert.export_model(cfg, variables, quantize=quantize)
     path = os.path.join(workdir, f"{name}_{quantize}.tflite")
-    export.save(tflite, sidecar, path)
+    sidecar_lib.save(tflite, sidecar, path)
     self.row = {"model": name, "quantize": quantize,
                 "params": factory.count_params(cfg)["total"],
                 "mb": len(tflite) / 2**20,
-                "gflops": export.step_flops(step, state) / 1e9}
-    self._streamer = export.TFLiteStreamer(path, num_threads=threads)
+                "gflops": convert.step_flops(step, state) / 1e9}
+    self._streamer = runner.TFLiteStreamer(path, num_threads=threads)
     self._streamer.reset()
     self._frames = np.random.RandomState(0).randn(64, 54).astype(np.float32)
     self._count = 0
@@ -173,10 +175,10 @@ def main(argv):
   if unknown:
     raise app.UsageError(f"--models: unknown {unknown}; known: "
                          f"{', '.join(configs.NAMES)}")
-  bad = sorted(set(_QUANTIZE.value) - set(export.QUANTIZE))
+  bad = sorted(set(_QUANTIZE.value) - set(convert.QUANTIZE))
   if bad:
     raise app.UsageError(f"--quantize: unknown {bad}; known: "
-                         f"{', '.join(export.QUANTIZE)}")
+                         f"{', '.join(convert.QUANTIZE)}")
   with tempfile.TemporaryDirectory() as workdir:
     candidates = [_Candidate(name, quantize, _THREADS.value, workdir)
                   for name in _MODELS.value for quantize in _QUANTIZE.value]

@@ -3,14 +3,14 @@ r"""Exports a trained run's streaming step to TFLite and checks it against JAX.
   python -m experiments.export --workdir=RUN --out=model.tflite \
       [--quantize=none|fp16|int8] [--parity_clips=8]
 
-Writes model.tflite and its sidecar model.json (memmlp_jax/export.py), then
+Writes model.tflite and its sidecar model.json (memmlp_jax/export/), then
 checks it on the first --parity_clips clips of the free protocol's test split:
 per step (every frame through the .tflite with JAX's own state as input; the
 largest absolute difference of pose and new state) and streamed (both run
 free over whole clips; the largest pose difference and both MPJPEs). fp32
 fails (exit 1) when the per-step difference exceeds --tolerance (1e-4);
 fp16/int8 report the MPJPE change. Frames where the memory's VQ code is a
-near-tie (export.code_margin) are counted and left out of the per-step max:
+near-tie (parity.code_margin) are counted and left out of the per-step max:
 float rounding may pick either code there.
 """
 
@@ -24,7 +24,10 @@ from absl import logging
 import numpy as np
 
 from memmlp_jax import checkpoints
-from memmlp_jax import export
+from memmlp_jax.export import convert
+from memmlp_jax.export import parity
+from memmlp_jax.export import runner
+from memmlp_jax.export import sidecar as sidecar_lib
 from memmlp_jax import metrics
 from memmlp_jax import rollout
 from memmlp_jax.data import prepared
@@ -34,7 +37,7 @@ _WORKDIR = flags.DEFINE_string("workdir", None, "Training run to export.",
                                required=True)
 _OUT = flags.DEFINE_string("out", None, "The .tflite file to write (its "
                            "sidecar goes next to it as .json).", required=True)
-_QUANTIZE = flags.DEFINE_enum("quantize", "none", export.QUANTIZE,
+_QUANTIZE = flags.DEFINE_enum("quantize", "none", convert.QUANTIZE,
                               "none (fp32), fp16 weights, or int8 dynamic "
                               "range (int8 weights, float activations).")
 _DATA_DIR = flags.DEFINE_string(
@@ -86,11 +89,11 @@ def parity_report(cfg, variables, model_path: str, quantize: str) -> bool:
   """
   split, clips = _parity_clips(_PARITY_CLIPS.value, _MAX_FRAMES.value)
   sequences = [np.asarray(split.sparse[rows]) for _, rows in clips]
-  per_step = export.step_parity(cfg, variables, model_path, sequences)
+  per_step = parity.step_parity(cfg, variables, model_path, sequences)
   reference = rollout.rollout_sequences(factory.build(cfg), variables, cfg,
                                         sequences)
-  exported = export.predict_sequences(model_path, sequences)
-  streamed = export.max_abs_difference(reference, exported)
+  exported = runner.predict_sequences(model_path, sequences)
+  streamed = parity.max_abs_difference(reference, exported)
   mpjpe_jax = _mpjpe(split, clips, reference)
   mpjpe_tflite = _mpjpe(split, clips, exported)
   step_max = max(per_step["max"].values())
@@ -121,11 +124,11 @@ def main(argv):
     _fail(f"--workdir: {e}", 2)
   variables = {"params": params}
   try:
-    tflite, sidecar = export.export_model(cfg, variables,
+    tflite, sidecar = convert.export_model(cfg, variables,
                                           quantize=_QUANTIZE.value)
-  except export.ExportError as e:
+  except convert.ExportError as e:
     _fail(str(e))
-  sidecar_file = export.save(tflite, sidecar, _OUT.value)
+  sidecar_file = sidecar_lib.save(tflite, sidecar, _OUT.value)
   print(f"wrote {_OUT.value} ({len(tflite) / 2**20:.2f} MiB, {cfg.name}, "
         f"{_QUANTIZE.value}) and {sidecar_file}")
   if _PARITY_CLIPS.value > 0:

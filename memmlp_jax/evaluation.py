@@ -16,7 +16,8 @@ from matplotlib import figure
 import numpy as np
 
 from memmlp_jax import dims
-from memmlp_jax import export
+from memmlp_jax.export import convert as export_convert
+from memmlp_jax.export import runner as export_runner
 from memmlp_jax import ik
 from memmlp_jax import metrics
 from memmlp_jax import rollout
@@ -122,8 +123,8 @@ def predict(cfg, variables, clips, skeleton, *, offline: bool,
   """One pose dict per clip (rollout_sequences' format)."""
   sequences = [c.sparse for c in clips]
   if tflite:
-    streamer = export.TFLiteStreamer(tflite)
-    return [export.predict_sequence(tflite, s, streamer=streamer)
+    streamer = export_runner.TFLiteStreamer(tflite)
+    return [export_runner.predict_sequence(tflite, s, streamer=streamer)
             for s in sequences]
   model = factory.build(cfg)
   if offline:
@@ -134,8 +135,8 @@ def predict(cfg, variables, clips, skeleton, *, offline: bool,
 
 def gflops(cfg, variables) -> float:
   """XLA's cost analysis of one compiled streaming step, in GFLOPs."""
-  state, step = export.streaming_step(cfg, variables)
-  return export.step_flops(step, state) / 1e9
+  state, step = export_convert.streaming_step(cfg, variables)
+  return export_convert.step_flops(step, state) / 1e9
 
 
 def heatmap(per_joint, names, path: str, title: str):

@@ -90,8 +90,8 @@ class TFLiteStepper:
   """An exported step (experiments.export) in LiteRT, state kept in place."""
 
   def __init__(self, model_path: str, num_threads: int = 1):
-    from memmlp_jax import export  # pylint: disable=g-import-not-at-top
-    self._streamer = export.TFLiteStreamer(model_path, num_threads)
+    from memmlp_jax.export import runner  # pylint: disable=g-import-not-at-top
+    self._streamer = runner.TFLiteStreamer(model_path, num_threads)
     self.name = f"{self._streamer.sidecar['model']} (TFLite " \
         f"{self._streamer.sidecar['quantize']}, {model_path})"
     self._streamer.reset()
