@@ -32,13 +32,24 @@ from memmlp_jax.export import runner
 from memmlp_jax.export import sidecar as sidecar_lib
 from memmlp_jax.models import configs
 
-_MODELS = flags.DEFINE_list("models", ["agrol_mlp41", "agrol_mlp196"],
-                            "AGRoL-MLP configs to write as ONNX and time.")
-_TFLITE = flags.DEFINE_list("tflite", ["memmlp41", "agrol_mlp41"],
-                            "Our exported steps timed in the same rounds.")
-_THREADS = flags.DEFINE_integer("threads", 1, "Threads of both runtimes.")
-_FRAMES = flags.DEFINE_integer("frames", 300, "Timed frames per model.")
-_ROUNDS = flags.DEFINE_integer("rounds", 10, "Rounds over all models.")
+
+def _define_flags():
+  """The program's flags, defined only when it runs.
+
+  The tests import this module for agrol_onnx and onnx_session beside the
+  apps, whose --tflite is another flag.
+  """
+  global _MODELS, _TFLITE, _THREADS, _FRAMES, _ROUNDS  # pylint: disable=global-statement
+  _MODELS = flags.DEFINE_list("models", ["agrol_mlp41", "agrol_mlp196"],
+                              "AGRoL-MLP configs to write as ONNX and time.")
+  _TFLITE = flags.DEFINE_list("tflite", ["memmlp41", "agrol_mlp41"],
+                              "Our exported steps timed in the same rounds.")
+  _THREADS = flags.DEFINE_integer("threads", 1, "Threads of both runtimes.")
+  _FRAMES = flags.DEFINE_integer("frames", 300, "Timed frames per model.")
+  _ROUNDS = flags.DEFINE_integer("rounds", 10, "Rounds over all models.")
+
+
+_MODELS = _TFLITE = _THREADS = _FRAMES = _ROUNDS = None
 
 OPSET = 17  # LayerNormalization
 
@@ -189,4 +200,5 @@ def main(argv):
 
 
 if __name__ == "__main__":
+  _define_flags()
   app.run(main)

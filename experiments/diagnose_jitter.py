@@ -28,24 +28,17 @@ from absl import flags
 import numpy as np
 
 from memmlp_jax import checkpoints
+from memmlp_jax import cli_flags
 from memmlp_jax import diagnostics
 from memmlp_jax import evaluation
 from memmlp_jax import host_memory
-from memmlp_jax.data import protocols
 
 FLAGS = flags.FLAGS
 flags.DEFINE_multi_string("workdir", [], "Training runs to diagnose.")
-flags.DEFINE_string("out", None, "JSON to write (.md next to it).")
-flags.DEFINE_enum("protocol", None, protocols.NAMES,
-                  "Diagnose on this protocol's test split.")
-flags.DEFINE_string("bvh_dir", None, "Or on every .bvh in this folder.")
-flags.DEFINE_string("bvh_map", None, "Joint-map JSON for --bvh_dir.")
-flags.DEFINE_string("data_dir", os.environ.get("MEMMLP_DATA"),
-                    "Data root of --protocol (default $MEMMLP_DATA).")
-flags.DEFINE_string("prepared_dir", None, "Prepared dataset folder "
-                    "(default prepared/<protocol>).")
-flags.DEFINE_string("body_model", None, "AMASS protocols: SMPL-H model.npz.")
-flags.DEFINE_string("lists_dir", None, "Protocol s1: folder of list files.")
+_DEFAULTS = cli_flags.clip_source(data_dir=os.environ.get("MEMMLP_DATA"),
+                                  bvh_dir=True)
+_DEFAULTS["out"] = cli_flags.define("string", "out", None, "JSON to write "
+                                    "(.md next to it).")
 flags.DEFINE_integer("clips", 0, "Diagnose the first N test clips (0: all).")
 flags.DEFINE_bool("teacher_forcing", True, "For memory models, also a row "
                   "with the memory reading the true previous window (as in "
@@ -73,6 +66,7 @@ def _load():
 
 
 def main(argv):
+  cli_flags.use_defaults(_DEFAULTS)
   if len(argv) > 1:
     raise app.UsageError(f"unexpected arguments: {argv[1:]}")
   if not FLAGS.workdir or not FLAGS.out:

@@ -37,31 +37,25 @@ from absl import app
 from absl import flags
 
 from memmlp_jax import checkpoints
+from memmlp_jax import cli_flags
 from memmlp_jax import evaluation
 from memmlp_jax import host_memory
-from memmlp_jax.data import protocols
 
 FLAGS = flags.FLAGS
-flags.DEFINE_string("workdir", None, "Training run to evaluate.")
-flags.DEFINE_string("out", None, "results.json to write (.md and .png next "
-                    "to it).")
-flags.DEFINE_enum("protocol", None, protocols.NAMES,
-                  "Evaluate on this protocol's test split.")
-flags.DEFINE_string("data_dir", os.environ.get("MEMMLP_DATA"),
-                    "Data root of --protocol (default $MEMMLP_DATA).")
-flags.DEFINE_string("prepared_dir", None, "Prepared dataset folder "
-                    "(default prepared/<protocol>; reused when up to date).")
-flags.DEFINE_string("body_model", None, "AMASS protocols: SMPL-H model.npz.")
-flags.DEFINE_string("lists_dir", None, "Protocol s1: folder of list files.")
-flags.DEFINE_string("bvh_dir", None, "Evaluate on every .bvh in this folder.")
-flags.DEFINE_string("bvh_map", None, "Joint-map JSON for --bvh_dir, or a "
-                    "shipped map's name (cmu_bvh, mixamo, generic).")
+_DEFAULTS = {
+    **cli_flags.workdir(help_text="Training run to evaluate."),
+    **cli_flags.clip_source(data_dir=os.environ.get("MEMMLP_DATA"),
+                            bvh_dir=True),
+    "out": cli_flags.define("string", "out", None, "results.json to write "
+                            "(.md and .png next to it)."),
+    "tflite": cli_flags.define("string", "tflite", None, "Run this "
+                               "exported .tflite model instead of JAX "
+                               "(online only)."),
+}
 flags.DEFINE_bool("ik", False, "Refine rotations by IK towards the position "
                   "branch.")
 flags.DEFINE_bool("offline", False, "AGRoL's offline protocol "
                   "(non-overlapping windows) instead of the online rollout.")
-flags.DEFINE_string("tflite", None, "Run this exported .tflite model instead "
-                    "of JAX (online only).")
 flags.DEFINE_integer("lanes", 16, "Sequences run in parallel by the rollout.")
 
 
@@ -104,6 +98,7 @@ def _load(skipped):
 
 
 def main(argv):
+  cli_flags.use_defaults(_DEFAULTS)
   if len(argv) > 1:
     raise app.UsageError(f"unexpected arguments: {argv[1:]}")
   _check_flags()

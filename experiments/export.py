@@ -24,25 +24,28 @@ from absl import logging
 import numpy as np
 
 from memmlp_jax import checkpoints
+from memmlp_jax import cli_flags
+from memmlp_jax import metrics
+from memmlp_jax import rollout
+from memmlp_jax.data import prepared
 from memmlp_jax.export import convert
 from memmlp_jax.export import parity
 from memmlp_jax.export import runner
 from memmlp_jax.export import sidecar as sidecar_lib
-from memmlp_jax import metrics
-from memmlp_jax import rollout
-from memmlp_jax.data import prepared
 from memmlp_jax.models import factory
 
-_WORKDIR = flags.DEFINE_string("workdir", None, "Training run to export.",
-                               required=True)
-_OUT = flags.DEFINE_string("out", None, "The .tflite file to write (its "
-                           "sidecar goes next to it as .json).", required=True)
+FLAGS = flags.FLAGS
+_DEFAULTS = {
+    **cli_flags.workdir(help_text="Training run to export."),
+    "out": cli_flags.define("string", "out", None, "The .tflite file to "
+                            "write (its sidecar goes next to it as "
+                            ".json)."),
+}
 _QUANTIZE = flags.DEFINE_enum("quantize", "none", convert.QUANTIZE,
                               "none (fp32), fp16 weights, or int8 dynamic "
                               "range (int8 weights, float activations).")
-_DATA_DIR = flags.DEFINE_string(
-    "data_dir", os.environ.get("MEMMLP_DATA", os.path.join("..", "shared",
-                                                           "data")),
+_DEFAULTS["data_dir"] = cli_flags.define(
+    "string", "data_dir", cli_flags.free_data_dir(),
     "The free protocol's mocap folders (default $MEMMLP_DATA).")
 _PREPARED = flags.DEFINE_string(
     "prepared", os.path.join("prepared", "free"),
@@ -62,7 +65,7 @@ def _fail(message: str, code: int = 1):
 
 def _parity_clips(count: int, max_frames: int):
   """(split, [(clip span, rows)]) of the first test clips of the free split."""
-  folder = prepared.ensure_prepared("free", _DATA_DIR.value, _PREPARED.value,
+  folder = prepared.ensure_prepared("free", FLAGS.data_dir, _PREPARED.value,
                                     fetch_missing=False, log=logging.info)
   split = prepared.load_split(folder, "test")
   clips = [(span, slice(span.start, span.start + min(span.length,
@@ -110,16 +113,17 @@ def parity_report(cfg, variables, model_path: str, quantize: str) -> bool:
 
 
 def main(argv):
+  cli_flags.use_defaults(_DEFAULTS)
   if len(argv) > 1:
     raise app.UsageError(f"unexpected arguments: {argv[1:]}")
   # The converter logs every SavedModel it writes on the way.
   std_logging.getLogger("tensorflow").setLevel(std_logging.ERROR)
   logging.set_verbosity(logging.WARNING)
-  out_dir = os.path.dirname(os.path.abspath(_OUT.value))
+  out_dir = os.path.dirname(os.path.abspath(FLAGS.out))
   if not os.path.isdir(out_dir):
     _fail(f"--out: folder {out_dir} does not exist", 2)
   try:
-    cfg, params = checkpoints.restore(_WORKDIR.value)
+    cfg, params = checkpoints.restore(FLAGS.workdir)
   except FileNotFoundError as e:
     _fail(f"--workdir: {e}", 2)
   variables = {"params": params}
@@ -128,12 +132,12 @@ def main(argv):
                                           quantize=_QUANTIZE.value)
   except convert.ExportError as e:
     _fail(str(e))
-  sidecar_file = sidecar_lib.save(tflite, sidecar, _OUT.value)
-  print(f"wrote {_OUT.value} ({len(tflite) / 2**20:.2f} MiB, {cfg.name}, "
+  sidecar_file = sidecar_lib.save(tflite, sidecar, FLAGS.out)
+  print(f"wrote {FLAGS.out} ({len(tflite) / 2**20:.2f} MiB, {cfg.name}, "
         f"{_QUANTIZE.value}) and {sidecar_file}")
   if _PARITY_CLIPS.value > 0:
     try:
-      passed = parity_report(cfg, variables, _OUT.value, _QUANTIZE.value)
+      passed = parity_report(cfg, variables, FLAGS.out, _QUANTIZE.value)
     except (prepared.PreparedError, OSError, ValueError) as e:
       _fail(f"parity check: {e} (--parity_clips=0 skips it)")
     if not passed:
@@ -141,4 +145,5 @@ def main(argv):
 
 
 if __name__ == "__main__":
+  cli_flags.require("workdir", "out")
   app.run(main)

@@ -20,34 +20,45 @@ from absl import app
 from absl import flags
 from absl import logging
 
+from memmlp_jax import cli_flags
 from memmlp_jax import host_memory
 from memmlp_jax import live
 from memmlp_jax.data import tracking
 
 FLAGS = flags.FLAGS
-flags.DEFINE_string("listen", "127.0.0.1:39540", "HOST:PORT to receive the "
-                    "tracking on.")
+_DEFAULTS = {}
+_DEFAULTS["listen"] = cli_flags.define(
+    "string", "listen", "127.0.0.1:39540",
+    "HOST:PORT to receive the tracking on.")
 flags.DEFINE_string("send", "127.0.0.1:39539", "HOST:PORT to send the bones "
                     "to (EVMC4U's and VMC4B's default receive port).")
-flags.DEFINE_string("tflite", None, "Exported step (python -m "
-                    "experiments.export) to run with LiteRT.")
-flags.DEFINE_string("workdir", None, "Training run to run with JAX instead.")
-flags.DEFINE_enum("preset", "unity", sorted(tracking.PRESETS), "Engine "
-                  "conventions of the incoming poses (docs/user_guide.md).")
-flags.DEFINE_list("wrist_offset", ["0", "0", "0"], "Right wrist position in "
-                  "the right controller's frame (engine axes and units; "
-                  "mirrored for the left hand).")
+_DEFAULTS["tflite"] = cli_flags.define(
+    "string", "tflite", None,
+    "Exported step (python -m experiments.export) to run with LiteRT.")
+_DEFAULTS["workdir"] = cli_flags.define(
+    "string", "workdir", None,
+    "Training run to run with JAX instead.")
+_DEFAULTS["preset"] = cli_flags.define(
+    "enum", "preset", "unity",
+    "Engine conventions of the incoming poses (docs/user_guide.md).",
+    sorted(tracking.PRESETS))
+_DEFAULTS["wrist_offset"] = cli_flags.define(
+    "list", "wrist_offset", ["0", "0", "0"],
+    "Right wrist position in the right controller's frame (engine axes and "
+    "units; mirrored for the left hand).")
 flags.DEFINE_string("left_serial", None, "Serial of the left controller "
                     "(default: one whose serial says 'left', else the one on "
                     "the head's left when two are first seen).")
 flags.DEFINE_string("right_serial", None, "Serial of the right controller.")
 flags.DEFINE_float("loss_timeout", 0.1, "Seconds without a controller "
                    "message after which it counts as lost.")
-flags.DEFINE_bool("pin_hands", False, "Pin the wrists to the tracked "
-                  "controllers (two-bone IK after the model).")
-flags.DEFINE_float("height", None, "The user's standing head height in "
-                   "metres, as for experiments.predict (default: the "
-                   "canonical body).")
+_DEFAULTS["pin_hands"] = cli_flags.define(
+    "bool", "pin_hands", False,
+    "Pin the wrists to the tracked controllers (two-bone IK after the model).")
+_DEFAULTS["height"] = cli_flags.define(
+    "float", "height", None,
+    "The user's standing head height in metres, as for experiments.predict "
+    "(default: the canonical body).")
 flags.DEFINE_float("duration", 0.0, "Seconds to run (0: until Ctrl-C).")
 flags.DEFINE_string("stats", None, "Write the run's statistics here (JSON).")
 
@@ -89,6 +100,7 @@ def stepper():
 
 
 def main(argv):
+  cli_flags.use_defaults(_DEFAULTS)
   if len(argv) > 1:
     raise app.UsageError(f"unexpected arguments: {argv[1:]}")
   # python-osc logs a warning per odd packet; the stats count them instead.

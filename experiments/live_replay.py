@@ -22,26 +22,38 @@ from absl import app
 from absl import flags
 import numpy as np
 
+from memmlp_jax import cli_flags
 from memmlp_jax import live
 from memmlp_jax.data import motion as motion_lib
 from memmlp_jax.data import tracking
 
 FLAGS = flags.FLAGS
-flags.DEFINE_string("input", None, "Recording (.csv) to play.")
+_DEFAULTS = {}
+_DEFAULTS["input"] = cli_flags.define(
+    "string", "input", None,
+    "Recording (.csv) to play.")
 flags.DEFINE_string("to", "127.0.0.1:39540", "HOST:PORT of the live server.")
-flags.DEFINE_string("listen", "127.0.0.1:39539", "HOST:PORT to receive the "
-                    "bones on (the server's --send).")
+_DEFAULTS["listen"] = cli_flags.define(
+    "string", "listen", "127.0.0.1:39539",
+    "HOST:PORT to receive the bones on (the server's --send).")
 flags.DEFINE_float("rate", 72.0, "Frames per second to send; 0 plays the "
                    "recording's own samples.")
-flags.DEFINE_enum("preset", "unity", sorted(tracking.PRESETS), "Conventions "
-                  "of the recording (the server's --preset).")
+_DEFAULTS["preset"] = cli_flags.define(
+    "enum", "preset", "unity",
+    "Conventions of the recording (the server's --preset).",
+    sorted(tracking.PRESETS))
 flags.DEFINE_float("grace", 1.0, "Seconds to wait for answers after the "
                    "last frame.")
-flags.DEFINE_string("out", None, "Statistics JSON to write.")
-flags.DEFINE_string("npz", None, "Optional .npz of the received bodies.")
+_DEFAULTS["out"] = cli_flags.define(
+    "string", "out", None,
+    "Statistics JSON to write.")
+_DEFAULTS["npz"] = cli_flags.define(
+    "string", "npz", None,
+    "Optional .npz of the received bodies.")
 
 
 def main(argv):
+  cli_flags.use_defaults(_DEFAULTS)
   if len(argv) > 1:
     raise app.UsageError(f"unexpected arguments: {argv[1:]}")
   if not FLAGS.input:

@@ -26,6 +26,7 @@ from absl import app
 from absl import flags
 from absl import logging
 
+from memmlp_jax import cli_flags
 from memmlp_jax import hand_ik
 from memmlp_jax import host_memory
 from memmlp_jax import metrics
@@ -35,27 +36,36 @@ from memmlp_jax.data import motion as motion_lib
 from memmlp_jax.data import tracking
 
 FLAGS = flags.FLAGS
-flags.DEFINE_string("workdir", None, "Training run to predict with.")
-flags.DEFINE_string("input", None, "Recording (.csv) or mocap (.bvh, .amc, "
-                    ".npz) to predict from.")
+_DEFAULTS = {}
+_DEFAULTS["workdir"] = cli_flags.define(
+    "string", "workdir", None,
+    "Training run to predict with.")
+_DEFAULTS["input"] = cli_flags.define(
+    "string", "input", None,
+    "Recording (.csv) or mocap (.bvh, .amc, .npz) to predict from.")
 flags.DEFINE_string("output", None, "BVH file to write.")
-flags.DEFINE_string("npz", None, "Optional .npz of the prediction (local "
-                    "rotations, joint positions, root translation, lost).")
+_DEFAULTS["npz"] = cli_flags.define(
+    "string", "npz", None,
+    "Optional .npz of the prediction (local rotations, joint positions, root "
+    "translation, lost).")
 flags.DEFINE_string("gif", None, "Optional animated GIF of the prediction "
                     "(next to the ground truth for mocap input).")
-flags.DEFINE_float("height", None, "Recordings only: the user's standing "
-                   "head height above the floor in metres (about eye level, "
-                   "what the headset reads when standing upright); the body's "
-                   "head-to-feet height (1.496 m for the canonical body) is "
-                   "scaled to it.")
-flags.DEFINE_string("bvh_map", None, "Joint-map JSON for a .bvh input, or a "
-                    "shipped map's name (cmu_bvh, mixamo, generic); see "
-                    "docs/user_guide.md.")
+_DEFAULTS["height"] = cli_flags.define(
+    "float", "height", None,
+    "Recordings only: the user's standing head height above the floor in "
+    "metres (about eye level, what the headset reads when standing upright); "
+    "the body's head-to-feet height (1.496 m for the canonical body) is "
+    "scaled to it.")
+_DEFAULTS["bvh_map"] = cli_flags.define(
+    "string", "bvh_map", None,
+    "Joint-map JSON for a .bvh input, or a shipped map's name (cmu_bvh, "
+    "mixamo, generic); see docs/user_guide.md.")
 flags.DEFINE_string("asf", None, "Skeleton (.asf) for an .amc input.")
 flags.DEFINE_float("amc_fps", 120.0, "Frame rate of an .amc input.")
-flags.DEFINE_string("body_model", None, "SMPL-H model.npz: needed for AMASS "
-                    "input; for a recording, the body to animate (default "
-                    "the canonical SMPL neutral body).")
+_DEFAULTS["body_model"] = cli_flags.define(
+    "string", "body_model", None,
+    "SMPL-H model.npz: needed for AMASS input; for a recording, the body to "
+    "animate (default the canonical SMPL neutral body).")
 flags.DEFINE_enum("csv_preset", "unity", sorted(tracking.PRESETS),
                   "Engine conventions of a .csv recording; the --csv_* flags "
                   "below override single fields.")
@@ -68,17 +78,19 @@ flags.DEFINE_enum("csv_units", None, sorted(tracking.UNITS_TO_M),
                   "Position units of the recording.")
 flags.DEFINE_enum("csv_time_units", "s", sorted(tracking.TIME_UNITS_TO_S),
                   "Units of the recording's time column.")
-flags.DEFINE_list("wrist_offset", ["0", "0", "0"], "Right wrist position in "
-                  "the right controller's frame (x,y,z in --csv_units; "
-                  "mirrored for the left hand).")
+_DEFAULTS["wrist_offset"] = cli_flags.define(
+    "list", "wrist_offset", ["0", "0", "0"],
+    "Right wrist position in the right controller's frame (x,y,z in "
+    "--csv_units; mirrored for the left hand).")
 flags.DEFINE_enum("bvh_units", "m", sorted(bvh_writer.UNITS_PER_M),
                   "Units of the written BVH.")
 flags.DEFINE_enum("bvh_order", "ZYX", list(bvh_writer.ROTATION_ORDERS),
                   "Rotation channel order of the written BVH.")
 flags.DEFINE_enum("bvh_up", "y", ["y", "z"], "Up axis of the written BVH.")
-flags.DEFINE_bool("pin_hands", False, "Pin the wrists to the tracked ones "
-                  "(two-bone IK on shoulder, elbow and wrist after the model, "
-                  "memmlp_jax/hand_ik.py).")
+_DEFAULTS["pin_hands"] = cli_flags.define(
+    "bool", "pin_hands", False,
+    "Pin the wrists to the tracked ones (two-bone IK on shoulder, elbow and "
+    "wrist after the model, memmlp_jax/hand_ik.py).")
 
 def _csv_conventions() -> tracking.Conventions:
   """The preset, with the fields the --csv_* flags set replaced."""
@@ -100,6 +112,7 @@ def _csv_conventions() -> tracking.Conventions:
 
 
 def main(argv):
+  cli_flags.use_defaults(_DEFAULTS)
   if len(argv) > 1:
     raise app.UsageError(f"unexpected arguments: {argv[1:]}")
   logging.set_verbosity(logging.WARNING)  # Checkpoint-library chatter.

@@ -22,6 +22,7 @@ import time
 from absl import app
 from absl import flags
 
+from memmlp_jax import cli_flags
 from memmlp_jax import viz
 from memmlp_jax.data import download
 from memmlp_jax.data import motion as motion_lib
@@ -32,26 +33,18 @@ _DEFAULT_DATA = os.environ.get(
     "MEMMLP_DATA", os.path.join(os.path.expanduser("~"), ".cache",
                                 "memmlp_jax", "data"))
 
-_PROTOCOL = flags.DEFINE_enum("protocol", "free", protocols.NAMES,
-                              "Which data protocol to prepare.")
-_DATA_DIR = flags.DEFINE_string(
-    "data_dir", _DEFAULT_DATA,
-    "Data root (free: the mocap folders, also the download cache; AMASS: "
-    "the AMASS root). Defaults to $MEMMLP_DATA, else ~/.cache/memmlp_jax/data.")
-_OUT = flags.DEFINE_string("out", None, "The prepared dataset folder.",
-                           required=True)
-_BODY_MODEL = flags.DEFINE_string(
-    "body_model", None, "AMASS protocols: the SMPL-H male model.npz.")
-_LISTS_DIR = flags.DEFINE_string(
-    "lists_dir", None, "Protocol s1: folder of the <Subset>_train/test.txt "
-    "lists, e.g. ../shared/protocols/amass_s1.")
-_BVH_MAP = flags.DEFINE_string(
-    "bvh_map", None, "Protocol bvh: the joint map (JSON file, or cmu_bvh, "
-    "mixamo, generic).")
-_SPLIT_SEED = flags.DEFINE_integer(
-    "split_seed", protocols.BVH_SEED, "Protocol bvh: seed of the split by "
-    "file.")
-_WORKERS = flags.DEFINE_integer("workers", 2, "Clip-loading processes.")
+FLAGS = flags.FLAGS
+_DEFAULTS = {
+    **cli_flags.clip_source(protocol="free", data_dir=_DEFAULT_DATA,
+                            reads_prepared=False),
+    "out": cli_flags.define("string", "out", None,
+                            "The prepared dataset folder."),
+    "split_seed": cli_flags.define(
+        "integer", "split_seed", protocols.BVH_SEED,
+        "Protocol bvh: seed of the split by file."),
+    "workers": cli_flags.define("integer", "workers", 2,
+                                "Clip-loading processes."),
+}
 _DOWNLOAD = flags.DEFINE_bool(
     "download", True, "free: fetch the CMU clips from the CMU site if absent.")
 _CMU_URL = flags.DEFINE_string("cmu_url", download.CMU_BASE_URL,
@@ -112,24 +105,25 @@ def _render_preview(out_dir: str, clip_id: str, gif_path: str):
 
 
 def main(argv):
+  cli_flags.use_defaults(_DEFAULTS)
   if len(argv) > 1:
     raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
-  if _PROTOCOL.value in ("s1", "s2", "s3") and not _BODY_MODEL.value:
-    raise app.UsageError(f"--protocol={_PROTOCOL.value} needs --body_model "
+  if FLAGS.protocol in ("s1", "s2", "s3") and not FLAGS.body_model:
+    raise app.UsageError(f"--protocol={FLAGS.protocol} needs --body_model "
                          "(the SMPL-H male model.npz)")
   start = time.perf_counter()
   try:
     out_dir = prepared.ensure_prepared(
-        _PROTOCOL.value, _DATA_DIR.value, _OUT.value,
-        body_model=_BODY_MODEL.value, lists_dir=_LISTS_DIR.value,
-        bvh_map=_BVH_MAP.value, split_seed=_SPLIT_SEED.value,
-        workers=_WORKERS.value, progress=_ProgressBar(),
+        FLAGS.protocol, FLAGS.data_dir, FLAGS.out,
+        body_model=FLAGS.body_model, lists_dir=FLAGS.lists_dir,
+        bvh_map=FLAGS.bvh_map, split_seed=FLAGS.split_seed,
+        workers=FLAGS.workers, progress=_ProgressBar(),
         fetch_missing=_DOWNLOAD.value, cmu_base_url=_CMU_URL.value)
     manifest = prepared.load_manifest(out_dir)
   except (protocols.ProtocolError, prepared.PreparedError,
           download.DownloadError, motion_lib.MotionError) as e:
     raise app.UsageError(str(e)) from None
-  print(f"timing: {_PROTOCOL.value} ready in {out_dir} after "
+  print(f"timing: {FLAGS.protocol} ready in {out_dir} after "
         f"{time.perf_counter() - start:.1f} s")
   for split in protocols.SPLITS:
     print(f"{split}: {manifest[split]['clips']} clips, "
@@ -149,4 +143,5 @@ def main(argv):
 
 
 if __name__ == "__main__":
+  cli_flags.require("out")
   app.run(main)

@@ -25,6 +25,7 @@ from absl import logging
 import jax
 
 from memmlp_jax import checkpoints
+from memmlp_jax import cli_flags
 from memmlp_jax import host_memory
 from memmlp_jax import losses
 from memmlp_jax import train
@@ -37,31 +38,22 @@ _DEFAULT_DATA = os.environ.get("MEMMLP_DATA", os.path.join("..", "shared",
                                                            "data"))
 _DEFAULT = train.RunConfig(model=configs.get_config("memmlp41"))
 
-_WORKDIR = flags.DEFINE_string("workdir", None, "Checkpoints, config and "
-                               "metrics of the run.", required=True)
-_PROTOCOL = flags.DEFINE_enum("protocol", "free", protocols.NAMES,
-                              "Data protocol (docs/design.md §2).")
-_DATA_DIR = flags.DEFINE_string(
-    "data_dir", _DEFAULT_DATA, "Data root: the free mocap folders, or the "
-    "AMASS root for s1/s2/s3. Defaults to $MEMMLP_DATA, else ../shared/data.")
-_BODY_MODEL = flags.DEFINE_string(
-    "body_model", None, "AMASS protocols: the SMPL-H male model.npz.")
-_LISTS_DIR = flags.DEFINE_string(
-    "lists_dir", os.path.join("..", "shared", "protocols", "amass_s1"),
-    "Protocol s1: folder of the <Subset>_train/test.txt lists.")
-_PREPARED_DIR = flags.DEFINE_string(
-    "prepared_dir", None,
-    "Prepared dataset cache (default prepared/<protocol>).")
-_BVH_MAP = flags.DEFINE_string(
-    "bvh_map", None, "Protocol bvh: the joint map (JSON file, or cmu_bvh, "
-    "mixamo, generic).")
-_SPLIT_SEED = flags.DEFINE_integer(
-    "split_seed", protocols.BVH_SEED, "Protocol bvh: seed of the split by "
-    "file.")
+FLAGS = flags.FLAGS
+_DEFAULTS = {
+    **cli_flags.workdir(help_text="Checkpoints, config and metrics of the "
+                        "run."),
+    **cli_flags.clip_source(
+        protocol="free", data_dir=_DEFAULT_DATA,
+        lists_dir=os.path.join("..", "shared", "protocols", "amass_s1")),
+    "split_seed": cli_flags.define(
+        "integer", "split_seed", protocols.BVH_SEED,
+        "Protocol bvh: seed of the split by file."),
+}
 _INIT_FROM = flags.DEFINE_string(
     "init_from", None, "A trained run (workdir) whose model stage 2 starts "
     "from: fine-tuning.")
-_WORKERS = flags.DEFINE_integer("workers", 2, "Processes preparing data.")
+_DEFAULTS["workers"] = cli_flags.define("integer", "workers", 2,
+                                        "Processes preparing data.")
 _MODEL = flags.DEFINE_enum("model", "memmlp41", configs.NAMES, "Model.")
 _OVERRIDES = flags.DEFINE_multi_string(
     "model_override", [], "key=value model-config override (repeatable), "
@@ -140,7 +132,7 @@ def _run_config() -> train.RunConfig:
     return train.RunConfig(
         model=configs.get_config(_MODEL.value,
                                  **_parse_overrides(_OVERRIDES.value)),
-        protocol=_PROTOCOL.value, stage=_STAGE.value, steps=_STEPS.value,
+        protocol=FLAGS.protocol, stage=_STAGE.value, steps=_STEPS.value,
         batch_size=_BATCH_SIZE.value, seed=_SEED.value,
         learning_rate=_LR.value, final_learning_rate=_FINAL_LR.value,
         decay_at=_DECAY_AT.value, weight_decay=_WEIGHT_DECAY.value,
@@ -158,17 +150,17 @@ def _run_config() -> train.RunConfig:
 
 def _check_inputs():
   """Names the first missing input; nothing is read or written before."""
-  if not os.path.isdir(_DATA_DIR.value):
-    raise app.UsageError(f"--data_dir {_DATA_DIR.value}: folder not found")
-  if _PROTOCOL.value in _AMASS_PROTOCOLS:
-    if not _BODY_MODEL.value:
-      raise app.UsageError(f"protocol {_PROTOCOL.value} needs --body_model "
+  if not os.path.isdir(FLAGS.data_dir):
+    raise app.UsageError(f"--data_dir {FLAGS.data_dir}: folder not found")
+  if FLAGS.protocol in _AMASS_PROTOCOLS:
+    if not FLAGS.body_model:
+      raise app.UsageError(f"protocol {FLAGS.protocol} needs --body_model "
                            "(the SMPL-H male model.npz)")
-    if not os.path.isfile(_BODY_MODEL.value):
-      raise app.UsageError(f"--body_model {_BODY_MODEL.value}: file not found")
-  if _PROTOCOL.value == "s1" and not os.path.isdir(_LISTS_DIR.value):
-    raise app.UsageError(f"--lists_dir {_LISTS_DIR.value}: folder not found")
-  if _PROTOCOL.value == "bvh" and not _BVH_MAP.value:
+    if not os.path.isfile(FLAGS.body_model):
+      raise app.UsageError(f"--body_model {FLAGS.body_model}: file not found")
+  if FLAGS.protocol == "s1" and not os.path.isdir(FLAGS.lists_dir):
+    raise app.UsageError(f"--lists_dir {FLAGS.lists_dir}: folder not found")
+  if FLAGS.protocol == "bvh" and not FLAGS.bvh_map:
     raise app.UsageError("protocol bvh needs --bvh_map (a joint-map JSON, or "
                          "cmu_bvh, mixamo, generic)")
 
@@ -192,6 +184,7 @@ def _start_params(config: train.RunConfig):
 
 
 def main(argv):
+  cli_flags.use_defaults(_DEFAULTS)
   if len(argv) > 1:
     raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
   host_memory.reuse_freed_memory()
@@ -201,33 +194,34 @@ def main(argv):
   config = _run_config()
   _check_inputs()
   try:
-    train.check_workdir(_WORKDIR.value, config)
+    train.check_workdir(FLAGS.workdir, config)
     train.check_batch_size(config.batch_size, train.make_mesh())
     train.check_batch_size(config.vq_batch_size, train.make_mesh())
   except ValueError as e:
     raise app.UsageError(str(e)) from None
   checkpoints.quiet_orbax_logs()
   start_params = _start_params(config)
-  prepared_dir = _PREPARED_DIR.value or os.path.join("prepared",
-                                                     _PROTOCOL.value)
+  prepared_dir = FLAGS.prepared_dir or os.path.join("prepared",
+                                                     FLAGS.protocol)
   try:
     prepared.ensure_prepared(
-        _PROTOCOL.value, _DATA_DIR.value, prepared_dir,
-        body_model=_BODY_MODEL.value,
-        lists_dir=_LISTS_DIR.value if _PROTOCOL.value == "s1" else None,
-        bvh_map=_BVH_MAP.value, split_seed=_SPLIT_SEED.value,
-        workers=_WORKERS.value, fetch_missing=False, log=logging.info)
+        FLAGS.protocol, FLAGS.data_dir, prepared_dir,
+        body_model=FLAGS.body_model,
+        lists_dir=FLAGS.lists_dir if FLAGS.protocol == "s1" else None,
+        bvh_map=FLAGS.bvh_map, split_seed=FLAGS.split_seed,
+        workers=FLAGS.workers, fetch_missing=False, log=logging.info)
     train_split = prepared.load_split(prepared_dir, "train")
     test_split = prepared.load_split(prepared_dir, "test")
-    train.train(config, _WORKDIR.value, train_split, test_split,
+    train.train(config, FLAGS.workdir, train_split, test_split,
                 start_params=start_params)
   except dataset.WindowError as e:
     raise SystemExit(f"error: {prepared_dir}: {e} (is --data_dir "
-                     f"{_DATA_DIR.value} the right folder?)") from None
+                     f"{FLAGS.data_dir} the right folder?)") from None
   except (protocols.ProtocolError, prepared.PreparedError,
           FileNotFoundError) as e:
     raise SystemExit(f"error: {e}") from None
 
 
 if __name__ == "__main__":
+  cli_flags.require("workdir")
   app.run(main)

@@ -11,6 +11,7 @@ import numpy as np
 from PIL import Image
 import pytest
 
+from experiments import evaluate as evaluate_cli
 from memmlp_jax import checkpoints
 from memmlp_jax import evaluation
 from memmlp_jax import metrics
@@ -19,6 +20,7 @@ from memmlp_jax import train
 from memmlp_jax.data import bvh
 from memmlp_jax.data import prepared
 from memmlp_jax.models import configs
+import cli
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 DATA = os.path.join(REPO, os.environ.get("MEMMLP_DATA", "../shared/data"))
@@ -143,10 +145,10 @@ def test_cli_bad_input_gets_a_clear_message(run, bvh_dir, tmp_path):
        "no_reference.json: reference file 'tpose.bvh'"),
   ]
   for args, message in cases:
-    result = _cli(*args, f"--out={tmp_path / 'r.json'}",
-                  f"--bvh_dir={bvh_dir}")
-    assert result.returncode != 0
-    assert message in result.stderr and "Traceback" not in result.stderr
+    code, output = cli.run(evaluate_cli, *args, f"--out={tmp_path / 'r.json'}",
+                           f"--bvh_dir={bvh_dir}")
+    assert code != 0
+    assert message in output and "Traceback" not in output
 
 
 def test_bvh_map_missing_a_joint_is_named(bvh_dir, tmp_path):

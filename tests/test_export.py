@@ -19,6 +19,7 @@ import numpy as np
 import pytest
 import saved_runs
 
+from experiments import export as export_cli
 from memmlp_jax import cached_step
 from memmlp_jax import dims
 from memmlp_jax import export
@@ -28,6 +29,7 @@ from memmlp_jax.data import asfamc
 from memmlp_jax.data import motion as motion_lib
 from memmlp_jax.models import configs
 from memmlp_jax.models import factory
+import cli
 
 REPO = pathlib.Path(__file__).resolve().parent.parent
 DATA = (REPO / os.environ.get("MEMMLP_DATA", "../shared/data")).resolve()
@@ -168,10 +170,11 @@ def test_unknown_quantization_is_refused():
 def test_cli_without_checkpoint_says_so(tmp_path):
   train.save_config(str(tmp_path),
                     train.RunConfig(model=configs.get_config("memmlp41")))
-  result = _run_cli(f"--workdir={tmp_path}", f"--out={tmp_path / 'm.tflite'}")
-  assert result.returncode == 2
-  assert "no trained model checkpoint" in result.stderr
-  assert "Traceback" not in result.stderr
+  code, output = cli.run(export_cli, f"--workdir={tmp_path}",
+                         f"--out={tmp_path / 'm.tflite'}")
+  assert code == 2
+  assert "no trained model checkpoint" in output
+  assert "Traceback" not in output
   assert not (tmp_path / "m.tflite").exists()
 
 

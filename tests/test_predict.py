@@ -3,6 +3,9 @@
 import dataclasses
 import json
 import os
+import pathlib
+import subprocess
+import sys
 import zipfile
 
 from absl import app
@@ -243,3 +246,17 @@ def test_bad_input_is_named(run, cmu, tmp_path):
   with pytest.raises(SystemExit, match="no run config"):
     _main(input=recording, workdir=tmp_path, output=tmp_path / "o.bvh")
   assert not (tmp_path / "o.bvh").exists()
+
+
+@pytest.mark.slow
+def test_cli_smoke(run, cmu, tmp_path):
+  """The program itself, once: a recording in, a BVH out."""
+  recording = _unity_recording(cmu[1], tmp_path / "walk.csv")
+  result = subprocess.run(
+      [sys.executable, "-m", "experiments.predict", f"--workdir={run}",
+       f"--input={recording}", f"--output={tmp_path / 'walk.bvh'}"],
+      cwd=pathlib.Path(__file__).resolve().parents[1], capture_output=True,
+      text=True, timeout=300, check=False)
+  assert result.returncode == 0, result.stderr[-3000:]
+  assert "60 frames" in result.stdout
+  assert (tmp_path / "walk.bvh").stat().st_size > 0

@@ -9,10 +9,12 @@ import zipfile
 import numpy as np
 import pytest
 
+from experiments import prepare_data as prepare_data_cli
 from memmlp_jax.data import amass
 from memmlp_jax.data import motion as motion_lib
 from memmlp_jax.data import prepared
 from memmlp_jax.data import protocols
+import cli
 import synthetic_amass as synth
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
@@ -192,9 +194,9 @@ def test_cli_prepares_reports_and_previews(amass_data, tmp_path):
 
 
 def test_cli_bad_input_is_a_clean_error(tmp_path):
-  result = _cli("--protocol=free", "--download=false",
-                f"--data_dir={tmp_path / 'none'}", f"--out={tmp_path / 'out'}",
-                cwd=ROOT)
-  assert result.returncode != 0
-  assert f"{tmp_path / 'none'}: data folder not found" in result.stderr
-  assert "Traceback" not in result.stderr
+  code, output = cli.run(prepare_data_cli, "--protocol=free",
+                         "--download=false", f"--data_dir={tmp_path / 'none'}",
+                         f"--out={tmp_path / 'out'}")
+  assert code != 0
+  assert f"{tmp_path / 'none'}: data folder not found" in output
+  assert "Traceback" not in output

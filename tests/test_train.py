@@ -14,11 +14,13 @@ import jax
 import numpy as np
 import pytest
 
+from experiments import train as train_cli
 from memmlp_jax import skeleton
 from memmlp_jax import train
 from memmlp_jax.data import prepared
 from memmlp_jax.models import configs
 from memmlp_jax.models import vqvae
+import cli
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 TINY_FLAGS = REPO / "experiments" / "flags" / "tiny.flags"
@@ -252,20 +254,21 @@ def test_kill_9_then_resume_ends_bitwise_equal(small_free, tiny_run,
   assert _leaves_equal(_final_params(killed), _final_params(tiny_run))
 
 
-@pytest.mark.slow
 def test_cli_rejects_bad_input_before_any_work(tmp_path):
   workdir = tmp_path / "run"
-  code, out = _cli_run(f"--workdir={workdir}", "--steps=0")
+  code, out = cli.run(train_cli, f"--workdir={workdir}", "--steps=0")
   assert code != 0 and "steps must be >= 1" in out
   assert "Traceback" not in out
   missing = tmp_path / "no_such_data"
-  code, out = _cli_run(f"--workdir={workdir}", f"--data_dir={missing}")
+  code, out = cli.run(train_cli, f"--workdir={workdir}",
+                      f"--data_dir={missing}")
   assert code != 0 and str(missing) in out and "Traceback" not in out
-  code, out = _cli_run(f"--workdir={workdir}", "--protocol=s1",
-                       f"--data_dir={tmp_path}")
+  code, out = cli.run(train_cli, f"--workdir={workdir}", "--protocol=s1",
+                      f"--data_dir={tmp_path}")
   assert code != 0 and "--body_model" in out and "Traceback" not in out
   train.save_config(str(workdir), _config())
-  code, out = _cli_run(f"--workdir={workdir}", f"--data_dir={tmp_path}")
+  code, out = cli.run(train_cli, f"--workdir={workdir}",
+                      f"--data_dir={tmp_path}")
   assert code != 0 and "another configuration" in out
   assert "Traceback" not in out
   assert not (workdir / "memmlp").exists()
