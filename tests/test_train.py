@@ -20,7 +20,6 @@ from memmlp_jax import train
 from memmlp_jax.data import prepared
 from memmlp_jax.models import configs
 from memmlp_jax.models import vqvae
-import cli
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 TINY_FLAGS = REPO / "experiments" / "flags" / "tiny.flags"
@@ -255,6 +254,9 @@ def test_kill_9_then_resume_ends_bitwise_equal(small_free, tiny_run,
 
 
 def test_cli_rejects_bad_input_before_any_work(tmp_path):
+  # Here, not at the top: _DATA_PARALLEL imports this file as tests.test_train,
+  # where the tests' own modules are not on the path.
+  import cli  # pylint: disable=g-import-not-at-top
   workdir = tmp_path / "run"
   code, out = cli.run(train_cli, f"--workdir={workdir}", "--steps=0")
   assert code != 0 and "steps must be >= 1" in out
