@@ -194,6 +194,22 @@ def _palette(image: Image.Image) -> Image.Image:
   return both.quantize(colors=160, method=Image.Quantize.MEDIANCUT)
 
 
+def checked_sequences(sequences, num_joints: int, titles=None):
+  """(float64 (N, J, 3) arrays, one title each), or ValueError naming the
+  sequence that is empty, mis-shaped or not finite."""
+  sequences = [np.asarray(s, np.float64) for s in sequences]
+  for i, seq in enumerate(sequences):
+    if seq.ndim != 3 or seq.shape[1:] != (num_joints, 3) or not len(seq):
+      raise ValueError(f"sequence {i} has shape {seq.shape}, expected "
+                       f"(N>0, {num_joints}, 3)")
+    if not np.isfinite(seq).all():
+      raise ValueError(f"sequence {i} has non-finite positions")
+  titles = list(titles) if titles is not None else [""] * len(sequences)
+  if len(titles) != len(sequences):
+    raise ValueError(f"{len(titles)} titles for {len(sequences)} sequences")
+  return sequences, titles
+
+
 def animate(sequences: Sequence[np.ndarray], parents: Sequence[int],
             out_path: str, *, joint_names: Optional[Sequence[str]] = None,
             titles: Optional[Sequence[str]] = None, devices=None,
@@ -220,17 +236,8 @@ def animate(sequences: Sequence[np.ndarray], parents: Sequence[int],
   Returns:
     The number of frames written.
   """
-  sequences = [np.asarray(s, np.float64) for s in sequences]
+  sequences, titles = checked_sequences(sequences, len(parents), titles)
   num_joints = len(parents)
-  for i, seq in enumerate(sequences):
-    if seq.ndim != 3 or seq.shape[1:] != (num_joints, 3) or not len(seq):
-      raise ValueError(f"sequence {i} has shape {seq.shape}, expected "
-                       f"(N>0, {num_joints}, 3)")
-    if not np.isfinite(seq).all():
-      raise ValueError(f"sequence {i} has non-finite positions")
-  titles = list(titles) if titles is not None else [""] * len(sequences)
-  if len(titles) != len(sequences):
-    raise ValueError(f"{len(titles)} titles for {len(sequences)} sequences")
   names = list(joint_names) if joint_names else [""] * num_joints
   colors, radii = bone_colors(names), bone_radii(names)
   stride = max(1, int(round(fps / gif_fps)))

@@ -16,6 +16,8 @@ from matplotlib import animation  # pylint: disable=g-import-not-at-top
 from matplotlib import pyplot as plt  # pylint: disable=g-import-not-at-top
 import numpy as np
 
+from memmlp_jax import render
+
 LEFT_COLOR = "tab:red"
 RIGHT_COLOR = "tab:blue"
 CENTER_COLOR = "black"
@@ -88,17 +90,8 @@ def animate_skeletons(sequences: Sequence[np.ndarray],
   Returns:
     The number of frames written.
   """
-  sequences = [np.asarray(s, dtype=np.float64) for s in sequences]
+  sequences, titles = render.checked_sequences(sequences, len(parents), titles)
   num_joints = len(parents)
-  for i, seq in enumerate(sequences):
-    if seq.ndim != 3 or seq.shape[1:] != (num_joints, 3) or not len(seq):
-      raise ValueError(f"sequence {i} has shape {seq.shape}, expected "
-                       f"(N>0, {num_joints}, 3)")
-    if not np.isfinite(seq).all():
-      raise ValueError(f"sequence {i} has non-finite positions")
-  titles = list(titles) if titles is not None else [""] * len(sequences)
-  if len(titles) != len(sequences):
-    raise ValueError(f"{len(titles)} titles for {len(sequences)} sequences")
   colors = bone_colors(joint_names) if joint_names else (
       [CENTER_COLOR] * num_joints)
 
