@@ -158,13 +158,24 @@ def _step_key(seed: int, step):
   return jax.random.fold_in(jax.random.PRNGKey(seed), step)
 
 
-def _remembered(window, clip_frame, lag: int):
+def _empty_at_clip_start(sparse, motion, clip_frame, lag: int):
   """(sparse, motion) of a remembered window; zeros where the window it is
   remembered for is a clip's first (its last frame is clip frame lag - 1),
   as the rollout's memory is before the first frame."""
   keep = (clip_frame >= lag)[:, None, None]
-  return (jnp.where(keep, window["sparse"], 0.0),
-          jnp.where(keep, _motion(window), 0.0))
+  return jnp.where(keep, sparse, 0.0), jnp.where(keep, motion, 0.0)
+
+
+def _remembered_truth(config: RunConfig, window, clip_frame, lag: int, key):
+  """The true window as the memory reads it: + memory_noise on its motion,
+  empty at a clip start."""
+  sparse, motion = _empty_at_clip_start(window["sparse"], _motion(window),
+                                        clip_frame, lag)
+  if config.memory_noise:
+    noise_key, _ = jax.random.split(key)
+    motion = motion + config.memory_noise * jax.random.normal(
+        noise_key, motion.shape, motion.dtype)
+  return sparse, motion
 
 
 def previous_output(model, config: RunConfig, params, windows, clip_frame,
@@ -178,11 +189,8 @@ def previous_output(model, config: RunConfig, params, windows, clip_frame,
   previous = windows[-2]
   older_sparse = older_motion = None
   if cfg.uses_memory:
-    older_sparse, older_motion = _remembered(windows[-3], clip_frame, lag=2)
-    if config.memory_noise:
-      noise_key, _ = jax.random.split(key)
-      older_motion = older_motion + config.memory_noise * jax.random.normal(
-          noise_key, older_motion.shape, older_motion.dtype)
+    older_sparse, older_motion = _remembered_truth(config, windows[-3],
+                                                   clip_frame, 2, key)
   out = model.apply({"params": params}, previous["sparse"], older_sparse,
                     older_motion, alpha=cfg.memory_alpha, train=False)
   return jax.tree.map(jax.lax.stop_gradient, out)
@@ -198,12 +206,7 @@ def memory_inputs(model, config: RunConfig, params, windows, clip_frame, key,
   """
   previous = windows[-2]
   if config.memory_source == "truth":
-    sparse, motion = _remembered(previous, clip_frame, lag=1)
-    if config.memory_noise:
-      noise_key, _ = jax.random.split(key)
-      motion = motion + config.memory_noise * jax.random.normal(
-          noise_key, motion.shape, motion.dtype)
-    return sparse, motion
+    return _remembered_truth(config, previous, clip_frame, 1, key)
   out = previous_out
   if out is None:
     out = previous_output(model, config, params, windows, clip_frame, key)
@@ -212,10 +215,9 @@ def memory_inputs(model, config: RunConfig, params, windows, clip_frame, key,
     positions = rollout.window_positions(
         out["rot6d"], previous["sparse"],
         jnp.asarray(skeleton.offsets, jnp.float32))
-  motion = jnp.concatenate([out["rot6d"], positions], axis=-1)
-  keep = (clip_frame >= 1)[:, None, None]
-  return (jnp.where(keep, previous["sparse"], 0.0),
-          jnp.where(keep, motion, 0.0))
+  return _empty_at_clip_start(
+      previous["sparse"], jnp.concatenate([out["rot6d"], positions], -1),
+      clip_frame, 1)
 
 
 def memmlp_loss(model, config: RunConfig, params, batch, key, train: bool,
