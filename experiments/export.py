@@ -1,8 +1,9 @@
 r"""Exports a trained run's streaming step to TFLite and checks it against JAX.
 
-  python -m experiments.export --workdir=RUN --out=model.tflite \
+  python -m experiments.export --out=model.tflite [--workdir=RUN] \
       [--quantize=none|fp16|int8] [--parity_clips=8]
 
+Exports RUN, or the shipped model without --workdir (pretrained/README.md).
 Writes model.tflite and its sidecar model.json (memmlp_jax/export/), then
 checks it on the first --parity_clips clips of the free protocol's test split:
 per step (every frame through the .tflite with JAX's own state as input; the
@@ -23,9 +24,9 @@ from absl import flags
 from absl import logging
 import numpy as np
 
-from memmlp_jax import checkpoints
 from memmlp_jax import cli_flags
 from memmlp_jax import metrics
+from memmlp_jax import pretrained
 from memmlp_jax import rollout
 from memmlp_jax.data import prepared
 from memmlp_jax.export import convert
@@ -36,7 +37,7 @@ from memmlp_jax.models import factory
 
 FLAGS = flags.FLAGS
 _DEFAULTS = {
-    **cli_flags.workdir(help_text="Training run to export."),
+    **cli_flags.model_workdir("to export"),
     "out": cli_flags.define("string", "out", None, "The .tflite file to "
                             "write (its sidecar goes next to it as "
                             ".json)."),
@@ -123,9 +124,9 @@ def main(argv):
   if not os.path.isdir(out_dir):
     _fail(f"--out: folder {out_dir} does not exist", 2)
   try:
-    cfg, params = checkpoints.restore(FLAGS.workdir)
-  except FileNotFoundError as e:
-    _fail(f"--workdir: {e}", 2)
+    cfg, params = pretrained.restore(pretrained.resolve(FLAGS.workdir))
+  except (FileNotFoundError, pretrained.PretrainedError) as e:
+    _fail(str(e), 2)
   variables = {"params": params}
   try:
     tflite, sidecar = convert.export_model(cfg, variables,
@@ -145,5 +146,5 @@ def main(argv):
 
 
 if __name__ == "__main__":
-  cli_flags.require("workdir", "out")
+  cli_flags.require("out")
   app.run(main)

@@ -5,8 +5,10 @@ definition, so that every app can be imported into one process (the tests
 call their ``main`` in-process under ``absl.testing.flagsaver``):
 
 - the flags with one meaning everywhere are defined here with one help
-  text: the run (``workdir``) and where clips come from (``clip_source``:
-  protocol, data_dir, prepared_dir, body_model, lists_dir, bvh_dir, bvh_map);
+  text: the run (``workdir``; ``model_workdir`` for the apps that fall back
+  on the shipped model without it) and where clips come from
+  (``clip_source``: protocol, data_dir, prepared_dir, body_model, lists_dir,
+  bvh_dir, bvh_map);
 - ``define`` defines any other name that several apps use with their own
   help (out, input, listen...): the first app imported defines it, later
   ones reuse it;
@@ -60,6 +62,16 @@ def workdir(default=None, help_text: str = "The training run (its folder: "
             "config.json, checkpoints, metrics).") -> dict:
   """--workdir; returns {name: default} for ``use_defaults``."""
   return {"workdir": define("string", "workdir", default, help_text)}
+
+
+def model_workdir(purpose: str) -> dict:
+  """--workdir of an app that runs a trained model (``purpose``: "to
+  predict with"...); without it the app runs the shipped model
+  (memmlp_jax.pretrained.resolve). Returns {name: default}."""
+  return workdir(help_text=(
+      f"Training run {purpose}, or a release file; default: the shipped "
+      "model (pretrained/README.md; $MEMMLP_PRETRAINED names another "
+      "file)."))
 
 
 def free_data_dir() -> str:
