@@ -1,6 +1,6 @@
 r"""Live full-body motion over VMC: headset and controllers in, bones out.
 
-  python -m experiments.live --tflite=model.tflite \
+  python -m experiments.live [--tflite=model.tflite | --workdir=RUN] \
       [--listen=127.0.0.1:39540] [--send=127.0.0.1:39539] \
       [--preset=unity] [--pin_hands] [--duration=0] [--stats=live.json]
 
@@ -10,6 +10,8 @@ local rotations relative to the T-pose, Unity's frame), /VMC/Ext/OK and
 /VMC/Ext/T on --send (memmlp_jax/live.py, memmlp_jax/vmc.py). Runs until
 --duration seconds have passed or Ctrl-C, then prints (and with --stats
 writes) what it received, answered and skipped, and its processing time.
+Without --tflite or --workdir the shipped model runs in JAX
+(pretrained/README.md).
 """
 
 import json
@@ -23,6 +25,7 @@ from absl import logging
 from memmlp_jax import cli_flags
 from memmlp_jax import host_memory
 from memmlp_jax import live
+from memmlp_jax import pretrained
 from memmlp_jax.data import tracking
 
 FLAGS = flags.FLAGS
@@ -35,9 +38,7 @@ flags.DEFINE_string("send", "127.0.0.1:39539", "HOST:PORT to send the bones "
 _DEFAULTS["tflite"] = cli_flags.define(
     "string", "tflite", None,
     "Exported step (python -m experiments.export) to run with LiteRT.")
-_DEFAULTS["workdir"] = cli_flags.define(
-    "string", "workdir", None,
-    "Training run to run with JAX instead.")
+_DEFAULTS.update(cli_flags.model_workdir("to run with JAX instead"))
 _DEFAULTS["preset"] = cli_flags.define(
     "enum", "preset", "unity",
     "Engine conventions of the incoming poses (docs/user_guide.md).",
@@ -85,18 +86,21 @@ def options() -> live.Options:
 
 
 def stepper():
-  """The model to run, from --tflite or --workdir."""
-  if bool(FLAGS.tflite) == bool(FLAGS.workdir):
+  """The model to run: --tflite, --workdir, else the shipped model."""
+  if FLAGS.tflite and FLAGS.workdir:
     raise app.UsageError(
-        "pass exactly one of --tflite=MODEL.tflite (made by python -m "
-        "experiments.export) or --workdir=RUN; no pretrained model ships "
-        "with the repository yet")
-  try:
-    if FLAGS.tflite:
+        "pass one of --tflite=MODEL.tflite (made by python -m "
+        "experiments.export) or --workdir=RUN, not both (neither: the "
+        "shipped model)")
+  if FLAGS.tflite:
+    try:
       return live.TFLiteStepper(FLAGS.tflite)
-    return live.JaxStepper(FLAGS.workdir)
-  except (OSError, ValueError) as e:  # missing file, sidecar mismatch
-    sys.exit(f"error: {FLAGS.tflite or FLAGS.workdir}: {e}")
+    except (OSError, ValueError) as e:  # missing file, sidecar mismatch
+      sys.exit(f"error: {FLAGS.tflite}: {e}")
+  try:
+    return live.JaxStepper(pretrained.resolve(FLAGS.workdir))
+  except (OSError, ValueError) as e:  # no model, a bad run or release file
+    sys.exit(f"error: {e}")
 
 
 def main(argv):

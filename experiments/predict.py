@@ -1,7 +1,9 @@
 r"""Full-body motion from a headset recording or a mocap clip, as BVH.
 
-  python -m experiments.predict --workdir=RUN --input=REC.csv \
-      --output=OUT.bvh [--npz=OUT.npz] [--gif=OUT.gif] [--height=1.62]
+  python -m experiments.predict --input=REC.csv --output=OUT.bvh \
+      [--workdir=RUN] [--npz=OUT.npz] [--gif=OUT.gif] [--height=1.62]
+
+Without --workdir the shipped model runs (pretrained/README.md).
 
 The input kind follows its extension:
 - .csv: a headset recording (memmlp_jax/data/tracking.py; --csv_* flags give
@@ -31,15 +33,13 @@ from memmlp_jax import hand_ik
 from memmlp_jax import host_memory
 from memmlp_jax import metrics
 from memmlp_jax import predict as predict_lib
+from memmlp_jax import pretrained
 from memmlp_jax.data import bvh_writer
 from memmlp_jax.data import motion as motion_lib
 from memmlp_jax.data import tracking
 
 FLAGS = flags.FLAGS
-_DEFAULTS = {}
-_DEFAULTS["workdir"] = cli_flags.define(
-    "string", "workdir", None,
-    "Training run to predict with.")
+_DEFAULTS = cli_flags.model_workdir("to predict with")
 _DEFAULTS["input"] = cli_flags.define(
     "string", "input", None,
     "Recording (.csv) or mocap (.bvh, .amc, .npz) to predict from.")
@@ -117,12 +117,17 @@ def main(argv):
     raise app.UsageError(f"unexpected arguments: {argv[1:]}")
   logging.set_verbosity(logging.WARNING)  # Checkpoint-library chatter.
   host_memory.reuse_freed_memory()
-  for name in ("workdir", "input", "output"):
+  for name in ("input", "output"):
     if not getattr(FLAGS, name):
       raise app.UsageError(f"--{name} is required")
   if FLAGS.height is not None and not 0.5 < FLAGS.height < 2.5:
     raise app.UsageError(f"--height {FLAGS.height} m is not a plausible "
                          "standing head height")
+
+  try:
+    source = pretrained.resolve(FLAGS.workdir)
+  except pretrained.PretrainedError as e:
+    sys.exit(f"error: {e}")
 
   start = time.perf_counter()
   try:
@@ -140,10 +145,10 @@ def main(argv):
     sys.exit(f"error: {e}")
   loaded = time.perf_counter()
   try:
-    rot6d, lost = predict_lib.predict(FLAGS.workdir, rotations, positions,
-                                      body, scale)
-  except FileNotFoundError as e:
-    sys.exit(f"error: --workdir {FLAGS.workdir}: {e}")
+    rot6d, lost = predict_lib.predict(source, rotations, positions, body,
+                                      scale)
+  except (FileNotFoundError, pretrained.PretrainedError) as e:
+    sys.exit(f"error: {e}")
   if FLAGS.pin_hands:
     rot6d = hand_ik.pin_sequence(rot6d, rotations[1:], positions[1:], body)
   predicted = time.perf_counter()

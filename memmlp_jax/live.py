@@ -58,18 +58,19 @@ def percentiles(values) -> dict:
 
 
 class JaxStepper:
-  """The JAX streaming step (rollout.step) of a training run."""
+  """The JAX streaming step (rollout.step) of a training run or a release
+  file (pretrained.restore)."""
 
-  def __init__(self, workdir: str, skeleton=skeleton_lib.SMPL_NEUTRAL):
+  def __init__(self, source: str, skeleton=skeleton_lib.SMPL_NEUTRAL):
     # Imported here: a TFLite-only user need not load the training stack.
-    from memmlp_jax import checkpoints  # pylint: disable=g-import-not-at-top
+    from memmlp_jax import pretrained  # pylint: disable=g-import-not-at-top
     from memmlp_jax import rollout  # pylint: disable=g-import-not-at-top
     from memmlp_jax.models import factory  # pylint: disable=g-import-not-at-top
-    cfg, params = checkpoints.restore(workdir)
+    cfg, params = pretrained.restore(source)
     self._model, self._variables = factory.build(cfg), {"params": params}
     self._step = rollout.step
     self._initial = rollout.init_state(cfg, 1, skeleton=skeleton)
-    self.name = f"{cfg.name} (JAX, {workdir})"
+    self.name = f"{cfg.name} (JAX, {source})"
     self._state = self._initial
     for _ in range(2):  # compiles for the initial state and for its own
       self.push(np.zeros(motion_lib.SPARSE_DIM, np.float32))

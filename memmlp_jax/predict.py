@@ -4,7 +4,7 @@ The library behind experiments/predict.py:
 
   rotations, positions, truth = predict.load_input(path, conventions)
   body, scale = predict.output_body(truth, height=1.62)
-  rot6d, lost = predict.predict(workdir, rotations, positions, body, scale)
+  rot6d, lost = predict.predict(source, rotations, positions, body, scale)
   result = predict.predicted_motion(rot6d, predict.held_head(positions[1:, 0]),
                                     body, "walk")
   predict.write_outputs(result, lost, truth, (rotations[1:], positions[1:]),
@@ -21,9 +21,9 @@ import os
 
 import numpy as np
 
-from memmlp_jax import checkpoints
 from memmlp_jax import geometry
 from memmlp_jax import metrics
+from memmlp_jax import pretrained
 from memmlp_jax import render
 from memmlp_jax import rollout
 from memmlp_jax import skeleton as skeleton_lib
@@ -128,13 +128,14 @@ def predicted_motion(rot6d: np.ndarray, head_positions: np.ndarray,
                            "prediction", skeleton)
 
 
-def predict(workdir: str, rotations, positions, body, scale: float):
+def predict(source: str, rotations, positions, body, scale: float):
   """Runs the model over the sparse signals; returns (rot6d (N-1,132), lost).
 
+  ``source``: a training run or a release file (``pretrained.restore``).
   Positions are divided by ``scale`` so the model sees a body of the size
   it was trained on (``body`` unscaled).
   """
-  cfg, params = checkpoints.restore(workdir)
+  cfg, params = pretrained.restore(source)
   model, variables = factory.build(cfg), {"params": params}
   sparse = motion_lib.sparse_from_tracking(rotations, positions / scale)
   state = rollout.init_state(cfg, 1, skeleton=body.scaled(1.0 / scale))

@@ -301,7 +301,8 @@ def test_live_cli_runs_for_its_duration_and_writes_stats(run, tmp_path):
 
 
 @pytest.mark.parametrize("module, args, message", [
-    ("experiments.live", ["--duration=1"], "exactly one of --tflite"),
+    ("experiments.live", ["--tflite=m.tflite", "--workdir=RUN"],
+     "one of --tflite.*not both"),
     ("experiments.live", ["--workdir=RUN", "--listen=39540"], "HOST:PORT"),
     ("experiments.live", ["--workdir=RUN", "--wrist_offset=1,x,3"],
      "wrist_offset"),
