@@ -5,6 +5,7 @@ r"""Evaluates a trained run: the paper's metrics on a test split or BVH files.
   python -m experiments.evaluate --workdir=runs/memmlp41 --out=out/bvh.json \
       --bvh_dir=DIR --bvh_map=MAP.json
 
+Without --workdir the shipped model is evaluated (pretrained/README.md).
 Runs the online rollout (memmlp_jax.rollout: causal, one frame at a time,
 the memory fed with the model's own previous predictions) over every test
 sequence and scores it with AGRoL's metrics (memmlp_jax.metrics). Writes
@@ -31,6 +32,7 @@ held (see memmlp_jax.rollout) and counted in nan_frames.
 """
 
 import os
+import sys
 import time
 
 from absl import app
@@ -40,10 +42,11 @@ from memmlp_jax import checkpoints
 from memmlp_jax import cli_flags
 from memmlp_jax import evaluation
 from memmlp_jax import host_memory
+from memmlp_jax import pretrained
 
 FLAGS = flags.FLAGS
 _DEFAULTS = {
-    **cli_flags.workdir(help_text="Training run to evaluate."),
+    **cli_flags.model_workdir("to evaluate"),
     **cli_flags.clip_source(data_dir=os.environ.get("MEMMLP_DATA"),
                             bvh_dir=True),
     "out": cli_flags.define("string", "out", None, "results.json to write "
@@ -64,8 +67,8 @@ def _fail(message: str):
 
 
 def _check_flags():
-  if not FLAGS.workdir or not FLAGS.out:
-    _fail("--workdir and --out are required")
+  if not FLAGS.out:
+    _fail("--out is required")
   if bool(FLAGS.protocol) == bool(FLAGS.bvh_dir):
     _fail("give either --protocol (with --data_dir) or --bvh_dir (with "
           "--bvh_map)")
@@ -77,9 +80,11 @@ def _check_flags():
     _fail("--tflite runs the online step only; drop --offline and --ik")
 
 
-def _restore(workdir: str):
+def _restore(workdir: str | None):
   try:
-    return checkpoints.restore(workdir)
+    return pretrained.restore(pretrained.resolve(workdir))
+  except pretrained.PretrainedError as e:  # no model, or a bad release file
+    sys.exit(f"error: {e}")
   except (FileNotFoundError, OSError, ValueError, KeyError) as e:
     _fail(f"--workdir {workdir}: cannot restore a trained model ({e})")
 
