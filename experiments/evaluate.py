@@ -1,7 +1,8 @@
 r"""Evaluates a trained run: the paper's metrics on a test split or BVH files.
 
   python -m experiments.evaluate --workdir=runs/memmlp41 --out=out/free.json \
-      --protocol=free --data_dir=../shared/data [--ik] [--offline]
+      --protocol=free --data_dir=../shared/data [--ik] [--pin_hands] \
+      [--offline]
   python -m experiments.evaluate --workdir=runs/memmlp41 --out=out/bvh.json \
       --bvh_dir=DIR --bvh_map=MAP.json
 
@@ -20,6 +21,8 @@ sequence and scores it with AGRoL's metrics (memmlp_jax.metrics). Writes
 and prints the table and a timing line.
 
 --ik refines the rotations towards the position branch (memmlp_jax.ik).
+--pin_hands puts the wrists on the tracked ones after the model (and IK), as
+predict and live do (memmlp_jax.hand_ik).
 --offline runs AGRoL's non-overlapping-window protocol instead of the online
 rollout (for peers without memory; it sees future frames, and its table is
 labelled so). --tflite=model.tflite streams the sequences through an
@@ -57,6 +60,8 @@ _DEFAULTS = {
 }
 flags.DEFINE_bool("ik", False, "Refine rotations by IK towards the position "
                   "branch.")
+flags.DEFINE_bool("pin_hands", False, "Pin the wrists to the tracked ones "
+                  "after the model (two-bone arm IK).")
 flags.DEFINE_bool("offline", False, "AGRoL's offline protocol "
                   "(non-overlapping windows) instead of the online rollout.")
 flags.DEFINE_integer("lanes", 16, "Sequences run in parallel by the rollout.")
@@ -125,13 +130,15 @@ def main(argv):
     _fail("no sequence with at least 4 frames to evaluate")
   load_s = time.perf_counter() - started
   results, rows = evaluation.evaluate(
-      cfg, params, clips, skeleton, use_ik=FLAGS.ik, offline=FLAGS.offline,
+      cfg, params, clips, skeleton, use_ik=FLAGS.ik,
+      pin_hands=FLAGS.pin_hands, offline=FLAGS.offline,
       tflite=FLAGS.tflite, lanes=FLAGS.lanes)
   results["timing"] = {"load_s": load_s, **results["timing"],
                        "total_s": time.perf_counter() - started}
   results.update(source=FLAGS.protocol or FLAGS.bvh_dir, loaded=loaded,
                  skipped=skipped)
-  title = cfg.name + (" + IK" if FLAGS.ik else "")
+  title = (cfg.name + (" + IK" if FLAGS.ik else "")
+           + (" + hands pinned" if FLAGS.pin_hands else ""))
   if FLAGS.offline:
     title += " (offline)"
   print(evaluation.write_outputs(FLAGS.out, results, rows, title))

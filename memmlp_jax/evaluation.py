@@ -18,6 +18,8 @@ import numpy as np
 from memmlp_jax import dims
 from memmlp_jax.export import convert as export_convert
 from memmlp_jax.export import runner as export_runner
+from memmlp_jax import geometry
+from memmlp_jax import hand_ik
 from memmlp_jax import ik
 from memmlp_jax import metrics
 from memmlp_jax import rollout
@@ -172,9 +174,20 @@ def check_mode(cfg, *, use_ik: bool, offline: bool):
     raise ValueError(f"{cfg.name} has no position branch for IK to follow")
 
 
+def tracked_devices(sparse):
+  """(rotations (N, 3, 3, 3), positions (N, 3, 3)) of head and wrists.
+
+  Read back from the sparse input features (``motion.sparse_from_tracking``
+  lays them out), so NaN where tracking was lost.
+  """
+  sparse = np.asarray(sparse, np.float64)
+  rotations = geometry.rot6d_to_matrix(sparse[:, :18].reshape(-1, 3, 6))
+  return rotations, sparse[:, 36:45].reshape(-1, 3, 3)
+
+
 def evaluate(cfg, params, clips, skeleton, *, use_ik: bool = False,
-             offline: bool = False, tflite: str | None = None,
-             lanes: int = 16):
+             pin_hands: bool = False, offline: bool = False,
+             tflite: str | None = None, lanes: int = 16):
   """Predicts and scores every clip.
 
   Args:
@@ -182,6 +195,8 @@ def evaluate(cfg, params, clips, skeleton, *, use_ik: bool = False,
     clips: ``Clip``s with at least ``metrics.MIN_FRAMES`` frames.
     skeleton: the body the targets were computed on.
     use_ik: refine rotations towards the position branch (``ik.refine``).
+    pin_hands: put the wrists on the tracked ones after the model (and after
+      IK), as ``experiments.predict --pin_hands`` does (``hand_ik``).
     offline: AGRoL's non-overlapping windows instead of the online rollout.
     tflite: stream through this exported model instead of JAX.
     lanes: sequences the rollout runs in parallel.
@@ -214,6 +229,12 @@ def evaluate(cfg, params, clips, skeleton, *, use_ik: bool = False,
     for pose, rot6d in zip(poses, np.split(refined, ends[:-1])):
       pose["rot6d"] = rot6d
     timing["ik_s"] = time.perf_counter() - start
+  if pin_hands:
+    start = time.perf_counter()
+    for clip, pose in zip(clips, poses):
+      pose["rot6d"] = hand_ik.pin_sequence(
+          pose["rot6d"], *tracked_devices(clip.sparse), skeleton)
+    timing["pin_hands_s"] = time.perf_counter() - start
   start = time.perf_counter()
   rows = []
   for clip, pose in zip(clips, poses):
@@ -237,8 +258,9 @@ def evaluate(cfg, params, clips, skeleton, *, use_ik: bool = False,
       "params": int(sum(np.size(x) for x in jax.tree.leaves(params))),
       "gflops": gflops(cfg, variables),
       "nan_frames": int(sum(r["nan_frames"] for r in rows)),
-      "ik": use_ik, "offline": offline,
-      "mode": mode_label(offline, use_ik, tflite), "timing": timing}
+      "ik": use_ik, "pin_hands": pin_hands, "offline": offline,
+      "mode": mode_label(offline, use_ik, tflite, pin_hands),
+      "timing": timing}
   return results, rows
 
 
@@ -284,12 +306,14 @@ def timing_line(results) -> str:
           f"{results['frames'] / timing['predict_s']:.0f} frames/s predicted")
 
 
-def mode_label(offline: bool, use_ik: bool, tflite: str | None) -> str:
+def mode_label(offline: bool, use_ik: bool, tflite: str | None,
+               pin_hands: bool = False) -> str:
   mode = ("offline (AGRoL non-overlapping windows, sees future frames)"
           if offline else "online (causal rollout)")
   if tflite:
     mode += ", TFLite"
-  return mode + (", IK" if use_ik else "")
+  return (mode + (", IK" if use_ik else "")
+          + (", hands pinned" if pin_hands else ""))
 
 
 def write_outputs(path: str, results: dict, rows, title: str) -> str:

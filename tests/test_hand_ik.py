@@ -2,6 +2,7 @@
 elbow plane kept, smooth across tracking loss."""
 
 import numpy as np
+import pytest
 
 from memmlp_jax import geometry
 from memmlp_jax import hand_ik
@@ -120,3 +121,22 @@ def test_pinned_sequence_is_smooth_across_a_lost_hand():
   # No jump anywhere: frame-to-frame wrist motion stays that of the input.
   steps = np.linalg.norm(np.diff(right, axis=0), axis=-1)
   assert steps.max() < 0.02
+
+
+def test_evaluate_pin_hands_moves_only_the_arms_onto_the_tracked_wrists(
+    tiny_run, small_free):
+  from memmlp_jax import checkpoints
+  from memmlp_jax import evaluation
+  data_dir, prepared_dir = small_free
+  clips, skeleton = evaluation.protocol_clips("free", data_dir, prepared_dir,
+                                              fetch_missing=False)
+  clips = clips[:2]
+  cfg, params = checkpoints.restore(str(tiny_run))
+  free, _ = evaluation.evaluate(cfg, params, clips, skeleton, lanes=2)
+  pinned, _ = evaluation.evaluate(cfg, params, clips, skeleton,
+                                  pin_hands=True, lanes=2)
+  assert pinned["pin_hands"] and "hands pinned" in pinned["mode"]
+  assert pinned["hand_pe"] < 0.5 * free["hand_pe"]
+  # Only collars, shoulders, elbows and wrists turn: legs and root stay.
+  assert pinned["lower_pe"] == pytest.approx(free["lower_pe"], abs=1e-6)
+  assert pinned["root_pe"] == pytest.approx(free["root_pe"], abs=1e-6)
