@@ -60,8 +60,13 @@ def distance(pred: Array, target: Array, kind: str = "l1", group: int = 1,
   elif kind == "l2":
     error = diff * diff
   else:
-    error = jnp.linalg.norm(
-        diff.reshape(diff.shape[:-1] + (-1, group)), axis=-1)
+    # A norm whose gradient is 0, not NaN, where a vector's error is exactly
+    # 0 (the root-relative pelvis position always is).
+    squared = jnp.sum(jnp.square(
+        diff.reshape(diff.shape[:-1] + (-1, group))), axis=-1)
+    positive = squared > 0
+    error = jnp.where(positive,
+                      jnp.sqrt(jnp.where(positive, squared, 1.0)), 0.0)
   if not last_share:
     return jnp.mean(error)
   per_frame = jnp.mean(error.reshape(error.shape[:2] + (-1,)), axis=(0, 2))

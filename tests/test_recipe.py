@@ -231,6 +231,16 @@ def test_l2norm_is_agrols_per_joint_norm():
   assert float(got) == pytest.approx(expected, rel=1e-5)
 
 
+def test_l2norm_gradient_is_finite_where_an_error_is_zero():
+  # The root-relative pelvis position is 0 in both prediction and target;
+  # a plain norm's gradient there is NaN and poisons the whole step.
+  pred = jnp.zeros((2, 3, 66)).at[..., 3:].set(0.5)
+  target = jnp.zeros((2, 3, 66))
+  grad = jax.grad(lambda p: losses.distance(p, target, "l2norm", 3))(pred)
+  assert np.isfinite(np.asarray(grad)).all()
+  assert np.all(np.asarray(grad[..., :3]) == 0.0)
+
+
 def test_agrol_own_terms_and_fk_term():
   own = configs.get_config("agrol_mlp41", loss_distance="l2norm",
                            rot_vel_loss=False)
