@@ -200,3 +200,20 @@ def test_cli_bad_input_is_a_clean_error(tmp_path):
   assert code != 0
   assert f"{tmp_path / 'none'}: data folder not found" in output
   assert "Traceback" not in output
+
+
+def test_cache_key_reads_the_packages_own_lists_by_their_text(tmp_path):
+  # Another checkout or a fresh clone has the same split list at another
+  # path and time; it must reuse the prepared folder, not rebuild it.
+  data = tmp_path / "data"
+  data.mkdir()
+  built = protocols.build("free", str(data))
+  own = [s for s in built.sources if s.startswith(prepared._PACKAGE_DIR)]
+  assert own, "the free protocol reads the package's split list"
+  key = prepared.cache_key(built)
+  stat = os.stat(own[0])
+  try:
+    os.utime(own[0], ns=(1, 1))
+    assert prepared.cache_key(built) == key
+  finally:
+    os.utime(own[0], ns=(stat.st_atime_ns, stat.st_mtime_ns))

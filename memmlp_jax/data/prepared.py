@@ -16,8 +16,9 @@ Layout of a prepared folder DIR (docs/CONTRACT.md, "Prepared datasets"):
 
 "frames" counts array rows: each clip's frames at 60 fps less its first
 (the features need a previous frame). `ensure_prepared` rebuilds only when
-the key changes: the sources' sizes and modification times (data, split
-lists, body model), the format version and the loading code.
+the key changes: the sources' sizes and modification times (data, body
+model, split lists of your own), the text of the package's split lists and
+maps, the format version and the loading code.
 """
 
 import concurrent.futures
@@ -280,9 +281,16 @@ def cache_key(protocol: protocols.Protocol) -> str:
   if protocol.split_info:
     digest.update(json.dumps(protocol.split_info, sort_keys=True).encode())
   for path in sorted(protocol.sources):
+    path = os.path.abspath(path)
+    if path.startswith(_PACKAGE_DIR + os.sep):
+      # The package's own split lists and maps: their text, so that two
+      # checkouts (or a fresh clone) share one prepared folder.
+      with open(path, "rb") as f:
+        digest.update(os.path.relpath(path, _PACKAGE_DIR).encode()
+                      + hashlib.sha256(f.read()).digest())
+      continue
     stat = os.stat(path)
-    digest.update(f"{os.path.abspath(path)}\t{stat.st_size}\t"
-                  f"{stat.st_mtime_ns}\n".encode())
+    digest.update(f"{path}\t{stat.st_size}\t{stat.st_mtime_ns}\n".encode())
   for module in _CODE_MODULES:
     path = os.path.join(_PACKAGE_DIR, module)
     if os.path.exists(path):
