@@ -133,7 +133,7 @@ def save(path: str, release: Release) -> str:
   if len(content) > MAX_BYTES:
     raise PretrainedError(
         f"{path}: {len(content):,} bytes, over the {MAX_BYTES:,} a shipped "
-        "model may have (store it as float16)")
+        "model may have; not written (float16 halves a float32 file)")
   digest = hashlib.sha256(content).hexdigest()
   _write_atomically(path, content)
   _write_atomically(checksum_path(path),
