@@ -60,8 +60,9 @@ _DEFAULTS = {
 }
 flags.DEFINE_bool("ik", False, "Refine rotations by IK towards the position "
                   "branch.")
-flags.DEFINE_bool("pin_hands", False, "Pin the wrists to the tracked ones "
-                  "after the model (two-bone arm IK).")
+_DEFAULTS["pin_hands"] = cli_flags.define(
+    "bool", "pin_hands", False,
+    "Pin the wrists to the tracked ones after the model (two-bone arm IK).")
 flags.DEFINE_bool("offline", False, "AGRoL's offline protocol "
                   "(non-overlapping windows) instead of the online rollout.")
 flags.DEFINE_integer("lanes", 16, "Sequences run in parallel by the rollout.")
