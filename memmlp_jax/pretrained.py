@@ -164,9 +164,12 @@ def load(path: str) -> Release:
     meta = json.loads(bytes(arrays.pop(_META)).decode())
   except (zipfile.BadZipFile, KeyError, ValueError, OSError, EOFError) as e:
     raise PretrainedError(f"{path}: not a release file ({e})") from None
-  if meta.get("format") != FORMAT_VERSION:
-    raise PretrainedError(f"{path}: release format {meta.get('format')!r}, "
-                          f"this code reads format {FORMAT_VERSION}")
+  if not isinstance(meta, dict) or meta.get("format") != FORMAT_VERSION:
+    raise PretrainedError(f"{path}: not a release file of format "
+                          f"{FORMAT_VERSION}, the one this code reads")
+  missing = sorted({"config", "step", "dtype"} - set(meta))
+  if missing:
+    raise PretrainedError(f"{path}: its meta has no {', '.join(missing)}")
   try:
     config = run_config.RunConfig.from_json(meta["config"])
   except (KeyError, TypeError, ValueError) as e:
