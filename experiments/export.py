@@ -1,7 +1,8 @@
 r"""Exports a trained run's streaming step to TFLite and checks it against JAX.
 
   python -m experiments.export --out=model.tflite [--workdir=RUN] \
-      [--quantize=none|fp16|int8] [--parity_clips=8]
+      [--quantize=none|fp16|int8|int8_dynamic|int8_full|int8_mixed] \
+      [--parity_clips=8] [--calibration_clips=24]
 
 Exports RUN, or the shipped model without --workdir (pretrained/README.md).
 Writes model.tflite and its sidecar model.json (memmlp_jax/export/), then
@@ -10,7 +11,11 @@ per step (every frame through the .tflite with JAX's own state as input; the
 largest absolute difference of pose and new state) and streamed (both run
 free over whole clips; the largest pose difference and both MPJPEs). fp32
 fails (exit 1) when the per-step difference exceeds --tolerance (1e-4);
-fp16/int8 report the MPJPE change. Frames where the memory's VQ code is a
+fp16/int8 report the MPJPE change. int8 is the chosen int8 variant;
+int8, int8_full and int8_mixed are calibrated on steps of JAX rollouts
+over --calibration_clips clips of the free training split
+(memmlp_jax/export/quantize.py says what each keeps float, and why;
+docs/export_notes.md what each measures). Frames where the memory's VQ code is a
 near-tie (parity.code_margin) are counted and left out of the per-step max:
 float rounding may pick either code there.
 """
@@ -29,6 +34,7 @@ from memmlp_jax import metrics
 from memmlp_jax import pretrained
 from memmlp_jax import rollout
 from memmlp_jax.data import prepared
+from memmlp_jax.export import calibration
 from memmlp_jax.export import convert
 from memmlp_jax.export import parity
 from memmlp_jax.export import runner
@@ -36,15 +42,23 @@ from memmlp_jax.export import sidecar as sidecar_lib
 from memmlp_jax.models import factory
 
 FLAGS = flags.FLAGS
+# Steps streamed per calibration clip (each from a random frame).
+_CALIBRATION_FRAMES = 180
 _DEFAULTS = {
     **cli_flags.model_workdir("to export"),
     "out": cli_flags.define("string", "out", None, "The .tflite file to "
                             "write (its sidecar goes next to it as "
                             ".json)."),
 }
-_QUANTIZE = flags.DEFINE_enum("quantize", "none", convert.QUANTIZE,
-                              "none (fp32), fp16 weights, or int8 dynamic "
-                              "range (int8 weights, float activations).")
+_QUANTIZE = flags.DEFINE_enum(
+    "quantize", "none", convert.QUANTIZE,
+    "none (fp32); fp16 weights; int8 (the chosen int8: dynamic range with "
+    "the recurrence and output Linears float, activations smoothed); "
+    "int8_dynamic (every Linear); int8_full (full integer, calibrated); "
+    "int8_mixed (int8_full with the recurrence and output Linears float).")
+_CALIBRATION_CLIPS = flags.DEFINE_integer(
+    "calibration_clips", 24, "Training clips whose rollouts calibrate the "
+    "int8, int8_full and int8_mixed variants.")
 _DEFAULTS["data_dir"] = cli_flags.define(
     "string", "data_dir", cli_flags.free_data_dir(),
     "The free protocol's mocap folders (default $MEMMLP_DATA).")
@@ -73,6 +87,21 @@ def _parity_clips(count: int, max_frames: int):
                                                       max_frames)))
            for span in split.clips[:count]]
   return split, clips
+
+
+def _representative(cfg, variables):
+  """Inputs of real steps for the calibrated variants (calibration.py)."""
+  folder = prepared.ensure_prepared("free", FLAGS.data_dir, _PREPARED.value,
+                                    fetch_missing=False, log=logging.info)
+  split = prepared.load_split(folder, "train")
+  rng = np.random.default_rng(0)
+  order = rng.permutation(len(split.clips))
+  sequences = [split.sparse[span.start:span.start + span.length]
+               for span in (split.clips[i] for i in order)]
+  sequences = [s for s in sequences if len(s) >= _CALIBRATION_FRAMES]
+  return calibration.rollout_samples(
+      cfg, variables, sequences[:_CALIBRATION_CLIPS.value],
+      frames=_CALIBRATION_FRAMES)
 
 
 def _mpjpe(split, clips, poses) -> float:
@@ -128,9 +157,16 @@ def main(argv):
   except (FileNotFoundError, pretrained.PretrainedError) as e:
     _fail(str(e), 2)
   variables = {"params": params}
+  representative = None
+  if _QUANTIZE.value in convert.CALIBRATED:
+    try:
+      representative = _representative(cfg, variables)
+    except (prepared.PreparedError, OSError, ValueError) as e:
+      _fail(f"calibration data: {e}")
   try:
-    tflite, sidecar = convert.export_model(cfg, variables,
-                                          quantize=_QUANTIZE.value)
+    tflite, sidecar = convert.export_model(
+        cfg, variables, quantize=_QUANTIZE.value,
+        representative=representative)
   except convert.ExportError as e:
     _fail(str(e))
   sidecar_file = sidecar_lib.save(tflite, sidecar, FLAGS.out)

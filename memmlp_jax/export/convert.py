@@ -4,10 +4,13 @@
 Mem-MLP with the paper's memory block, ``rollout.step`` for every other
 model. ``convert_step`` goes jax2tf (native serialization: one XlaCallModule
 of StableHLO; jax 0.10 has no other mode) -> TFLiteConverter with builtin
-ops only; ``export_model`` adds the sidecar (sidecar.py).
+ops only; ``export_model`` adds the sidecar (sidecar.py). The int8 variants
+and what each keeps float are in quantize.py; the calibrated ones take a
+representative dataset (calibration.rollout_samples).
 """
 
 import dataclasses
+import functools
 import hashlib
 import json
 import re
@@ -20,11 +23,16 @@ import numpy as np
 from memmlp_jax import cached_step
 from memmlp_jax import dims
 from memmlp_jax import rollout
+from memmlp_jax.export import quantize as quantize_lib
 from memmlp_jax.export import sidecar as sidecar_lib
 from memmlp_jax.models import configs
 from memmlp_jax.models import factory
 
-QUANTIZE = ("none", "fp16", "int8")
+# none: float32. fp16: float16 weights. The int8 variants: quantize.py.
+QUANTIZE = ("none", "fp16", "int8", "int8_dynamic", "int8_full",
+            "int8_mixed")
+# Variants that need a representative dataset (inputs of real steps).
+CALIBRATED = ("int8", "int8_full", "int8_mixed")
 
 StepFn = Callable[[Any, jax.Array], tuple[Any, dict]]
 
@@ -129,28 +137,64 @@ def _unsupported_ops(error_text: str) -> list[str]:
   return found
 
 
-def _converter_options(converter, quantize: str):
+def _converter_options(converter, quantize: str, representative):
   import tensorflow as tf  # pylint: disable=g-import-not-at-top
   converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS]
   if quantize == "fp16":
     converter.optimizations = [tf.lite.Optimize.DEFAULT]
     converter.target_spec.supported_types = [tf.float16]
-  elif quantize == "int8":
-    # Dynamic range: int8 weights, float activations; no calibration data.
+  elif quantize == "int8_dynamic":
+    # Dynamic range: int8 weights, activations quantized per row at run
+    # time; no calibration data.
     converter.optimizations = [tf.lite.Optimize.DEFAULT]
+  elif quantize == "calibrate":
+    # The float model with each tensor's range over the dataset recorded;
+    # quantize.quantize_calibrated quantizes it, leaving chosen ops float.
+    converter.optimizations = [tf.lite.Optimize.DEFAULT]
+    converter.representative_dataset = lambda: iter(representative)
+    converter.experimental_mlir_quantizer = True
+    converter._experimental_calibrate_only = True  # pylint: disable=protected-access
 
 
 def convert_step(step: StepFn, state, *, quantize: str = "none",
-                 frame_shape: tuple[int, ...] = (1, dims.SPARSE_DIM)
-                 ) -> bytes:
+                 frame_shape: tuple[int, ...] = (1, dims.SPARSE_DIM),
+                 representative=None) -> bytes:
   """The TFLite flatbuffer of ``step`` (its parameters baked in as constants).
+
+  ``representative``: for the ``CALIBRATED`` variants, inputs of real steps
+  ([{tensor name: array}], calibration.rollout_samples).
 
   Raises:
     ExportError: an op has no TFLite builtin equivalent (the message names
-      it), or ``quantize`` is unknown.
+      it), ``quantize`` is unknown, or a calibrated variant has no
+      representative dataset.
   """
   if quantize not in QUANTIZE:
     raise ExportError(f"quantize={quantize!r} is not one of {QUANTIZE}")
+  if quantize in CALIBRATED and not representative:
+    raise ExportError(f"quantize={quantize!r} needs a representative "
+                      "dataset (calibration.rollout_samples)")
+  convert = functools.partial(_convert, step, state, frame_shape=frame_shape,
+                              representative=representative)
+  if quantize in ("none", "fp16", "int8_dynamic"):
+    return convert(quantize)
+  float_model = convert("none")
+  regions = quantize_lib.float_regions(float_model)
+  if quantize == "int8":
+    return quantize_lib.keep_weights_float(
+        convert("int8_dynamic"), float_model,
+        regions["recurrence_weights"] | regions["output"]
+        | regions["per_frame"])
+  calibrated = convert("calibrate")
+  if quantize == "int8_full":
+    return quantize_lib.quantize_calibrated(calibrated)
+  return quantize_lib.quantize_calibrated(
+      calibrated, regions["recurrence"] | regions["output_ops"])
+
+
+def _convert(step: StepFn, state, quantize: str, *, frame_shape,
+             representative) -> bytes:
+  """One converter run: float, fp16, dynamic range or calibrated float."""
   import tensorflow as tf  # pylint: disable=g-import-not-at-top
   from jax.experimental import jax2tf  # pylint: disable=g-import-not-at-top
   layout = state_layout(state)
@@ -176,7 +220,7 @@ def convert_step(step: StepFn, state, *, quantize: str = "none",
   module = StepModule()
   converter = tf.lite.TFLiteConverter.from_concrete_functions(
       [module.step.get_concrete_function()], module)
-  _converter_options(converter, quantize)
+  _converter_options(converter, quantize, representative)
   try:
     return converter.convert()
   except Exception as e:  # pylint: disable=broad-except
@@ -214,12 +258,24 @@ def make_sidecar(cfg: configs.ModelConfig, params, state, tflite: bytes,
 
 
 def export_model(cfg: configs.ModelConfig, variables, *,
-                 quantize: str = "none",
-                 cached: bool = True) -> tuple[bytes, dict]:
-  """(tflite bytes, sidecar) of ``cfg``'s streaming step with ``variables``."""
+                 quantize: str = "none", cached: bool = True,
+                 representative=None) -> tuple[bytes, dict]:
+  """(tflite bytes, sidecar) of ``cfg``'s streaming step with ``variables``.
+
+  ``representative``: inputs of real steps for the calibrated int8
+  variants (``CALIBRATED``); "int8" also smooths the activations with them
+  first (quantize.smooth, an exact rewrite of the parameters).
+  """
   state, step = streaming_step(cfg, variables, cached=cached)
+  if quantize == "int8" and representative:
+    names = [name for name, _ in state_layout(state)]
+    maxima = quantize_lib.dense_input_maxima(step, state, names,
+                                             representative)
+    state, step = streaming_step(
+        cfg, quantize_lib.smooth(variables, maxima), cached=cached)
   pose_names = jax.eval_shape(
       step, state, jnp.zeros((1, dims.SPARSE_DIM)))[1].keys()
-  tflite = convert_step(step, state, quantize=quantize)
+  tflite = convert_step(step, state, quantize=quantize,
+                        representative=representative)
   return tflite, make_sidecar(cfg, variables, state, tflite, quantize,
                               pose_names)
