@@ -1,8 +1,8 @@
 r"""Per-frame latency of the exported streaming step on one CPU thread.
 
   python -m benchmarks.tflite_latency [--models=memmlp41,agrol_mlp196]
-      [--quantize=none,fp16,int8] [--threads=1] [--format=md|json]
-      [--json_out=latency.json]
+      [--quantize=none,fp16,int8,int8_dynamic] [--onnx=agrol_mlp41]
+      [--threads=1] [--format=md|json] [--json_out=latency.json]
 
 Each model is exported with random weights (latency does not depend on
 them) exactly as experiments/export.py exports a trained one, then streamed
@@ -31,6 +31,8 @@ from absl import flags
 from absl import logging
 import numpy as np
 
+from benchmarks import onnx_reference
+from memmlp_jax.export import calibration
 from memmlp_jax.export import convert
 from memmlp_jax.export import runner
 from memmlp_jax.export import sidecar as sidecar_lib
@@ -40,8 +42,12 @@ from memmlp_jax.models import factory
 _MODELS = flags.DEFINE_list(
     "models", ["memmlp41", "memmlp60", "agrol_mlp41", "agrol_mlp196",
                "avatarposer"], "Named model configs to export and time.")
-_QUANTIZE = flags.DEFINE_list("quantize", list(convert.QUANTIZE),
-                              "Variants to time: none (fp32), fp16, int8.")
+_QUANTIZE = flags.DEFINE_list(
+    "quantize", ["none", "fp16", "int8", "int8_dynamic"],
+    f"Variants to time, of {', '.join(convert.QUANTIZE)} "
+    "(memmlp_jax/export/quantize.py).")
+_ONNX = flags.DEFINE_list("onnx", ["agrol_mlp41"], "AGRoL-MLP configs also "
+                          "timed as ONNX in onnxruntime, in the same rounds.")
 _THREADS = flags.DEFINE_integer("threads", 1, "Interpreter threads.")
 _FRAMES = flags.DEFINE_integer("frames", 300, "Timed frames per model.")
 _WARMUP = flags.DEFINE_integer("warmup", 5, "Untimed frames per round.")
@@ -91,6 +97,12 @@ class _PeakMatmuls:
                for flops, run in self._runs)
 
 
+def _random_walk(frames: int, seed: int) -> np.ndarray:
+  """Smooth random sparse frames: calibration input for latency runs."""
+  rng = np.random.RandomState(seed)
+  return np.cumsum(rng.randn(frames, 54) * 0.02, axis=0).astype(np.float32)
+
+
 class _Candidate:
   """One exported model (random weights) streaming random frames."""
 
@@ -98,7 +110,13 @@ class _Candidate:
     cfg = configs.get_config(name)
     variables = convert.random_variables(cfg)
     state, step = convert.streaming_step(cfg, variables)
-    tflite, sidecar = convert.export_model(cfg, variables, quantize=quantize)
+    representative = None
+    if quantize in convert.CALIBRATED:
+      representative = calibration.rollout_samples(
+          cfg, variables, [_random_walk(120, seed) for seed in range(4)],
+          frames=120, per_sequence=8)
+    tflite, sidecar = convert.export_model(cfg, variables, quantize=quantize,
+                                           representative=representative)
     path = os.path.join(workdir, f"{name}_{quantize}.tflite")
     sidecar_lib.save(tflite, sidecar, path)
     self.row = {"model": name, "quantize": quantize,
@@ -138,6 +156,44 @@ class _Candidate:
                             in zip(self.round_medians, round_peaks)]))
 
 
+class _OnnxCandidate(_Candidate):
+  """A peer's ONNX AGRoL-MLP in onnxruntime, one window per frame."""
+
+  def __init__(self, name: str, threads: int):  # pylint: disable=super-init-not-called
+    cfg = configs.get_config(name)
+    variables = convert.random_variables(cfg)
+    model = onnx_reference.agrol_onnx(cfg, variables["params"])
+    self._session = onnx_reference.onnx_session(model, threads)
+    state, step = convert.streaming_step(cfg, variables)
+    self.row = {"model": name, "quantize": "onnxruntime",
+                "params": factory.count_params(cfg)["total"],
+                "mb": len(model) / 2**20,
+                "gflops": convert.step_flops(step, state) / 1e9}
+    frames = np.random.RandomState(0).randn(64 + cfg.window, 54).astype(
+        np.float32) * 0.3
+    self._windows = np.stack([frames[i:i + cfg.window]
+                              for i in range(64)])[:, None]
+    self._count = 0
+    self.ms = []
+    self.round_medians = []
+
+  def _step(self):
+    self._session.run(None, {"sparse": self._windows[self._count % 64]})
+    self._count += 1
+
+
+def label(row) -> str:
+  return f"{row['model']}/{row['quantize']}"
+
+
+def with_ratios(rows) -> list[dict]:
+  """Each row with "ms_ratio_vs": {other row's label: its ms / this ms}."""
+  return [{**row, "ms_ratio_vs": {label(other): other["ms_median"]
+                                  / row["ms_median"]
+                                  for other in rows if other is not row}}
+          for row in rows]
+
+
 def markdown(peak: float, rows, efficiencies) -> str:
   """The table; FLOP-bound ms at `peak`, efficiency as measured per round."""
   lines = [f"Single-core fp32 peak (XNNPACK FULLY_CONNECTED, best round): "
@@ -155,6 +211,12 @@ def markdown(peak: float, rows, efficiencies) -> str:
         f"{efficiency:.0%} |")
   fp32 = {r["model"]: (r, e) for r, e in zip(rows, efficiencies)
           if r["quantize"] == "none"}
+  ours = {label(r): r for r in rows}
+  if "memmlp41/none" in ours:
+    ratios = ours["memmlp41/none"]["ms_ratio_vs"]
+    lines += ["", "memmlp41 fp32 against the others of this run (their ms / "
+              "ours; above 1: memmlp41 is faster): " + ", ".join(
+                  f"{k} {v:.2f}" for k, v in ratios.items())]
   if "memmlp41" in fp32:
     ours, efficiency = fp32["memmlp41"]
     lines += ["", f"memmlp41 fp32: {ours['ms_median']:.2f} ms = "
@@ -171,9 +233,9 @@ def main(argv):
   # The converter logs every SavedModel it writes on the way.
   std_logging.getLogger("tensorflow").setLevel(std_logging.ERROR)
   logging.set_verbosity(logging.WARNING)
-  unknown = sorted(set(_MODELS.value) - set(configs.NAMES))
+  unknown = sorted(set(_MODELS.value + _ONNX.value) - set(configs.NAMES))
   if unknown:
-    raise app.UsageError(f"--models: unknown {unknown}; known: "
+    raise app.UsageError(f"--models/--onnx: unknown {unknown}; known: "
                          f"{', '.join(configs.NAMES)}")
   bad = sorted(set(_QUANTIZE.value) - set(convert.QUANTIZE))
   if bad:
@@ -182,6 +244,8 @@ def main(argv):
   with tempfile.TemporaryDirectory() as workdir:
     candidates = [_Candidate(name, quantize, _THREADS.value, workdir)
                   for name in _MODELS.value for quantize in _QUANTIZE.value]
+    candidates += [_OnnxCandidate(name, _THREADS.value)
+                   for name in _ONNX.value]
     matmuls = _PeakMatmuls(_THREADS.value)
     # Rounds interleave the models (and the peak), so that other load on
     # the machine spreads over all of them rather than hitting one.
@@ -192,7 +256,7 @@ def main(argv):
       for candidate in candidates:
         candidate.time(per_round, _WARMUP.value)
   peak = max(round_peaks)
-  rows = [candidate.result() for candidate in candidates]
+  rows = with_ratios([candidate.result() for candidate in candidates])
   report = json.dumps({"peak_gflops": peak, "models": rows}, indent=1)
   if _JSON_OUT.value:
     with open(_JSON_OUT.value, "w") as f:
