@@ -167,6 +167,13 @@ def test_unknown_quantization_is_refused():
     export.convert_step(lambda s, f: (s, {"rot6d": f}), {}, quantize="int4")
 
 
+def test_calibrated_variants_need_a_representative_dataset():
+  for quantize in export.CALIBRATED:
+    with pytest.raises(export.ExportError, match="representative"):
+      export.convert_step(lambda s, f: (s, {"rot6d": f}), {},
+                          quantize=quantize)
+
+
 def test_cli_without_checkpoint_says_so(tmp_path):
   train.save_config(str(tmp_path),
                     train.RunConfig(model=configs.get_config("memmlp41")))

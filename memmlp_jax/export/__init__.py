@@ -28,11 +28,16 @@ only -> LiteRT interpreter, one thread, XNNPACK (the default delegate).
 The package, one concern per module:
 
   convert.py  the streaming step, jax2tf -> TFLite, the sidecar's contents
+  quantize.py the int8 variants: what each keeps float, smoothing
+  calibration.py  inputs of real rollout steps for the calibrated variants
   sidecar.py  the sidecar's format: writing, reading, checking (NumPy only)
   runner.py   the LiteRT runner (NumPy and LiteRT only)
   parity.py   the exported step against the JAX step it came from
 
   tflite, sidecar = convert.export_model(cfg, variables, quantize="none")
+  samples = calibration.rollout_samples(cfg, variables, training_sequences)
+  tflite, sidecar = convert.export_model(cfg, variables, quantize="int8",
+                                         representative=samples)
   sidecar_lib.save(tflite, sidecar, "model.tflite")
   streamer = runner.TFLiteStreamer("model.tflite")
   state = streamer.init_state()
@@ -50,6 +55,7 @@ docs/export_notes.md.
 """
 
 # pylint: disable=g-importing-member,useless-import-alias
+from memmlp_jax.export.convert import CALIBRATED
 from memmlp_jax.export.convert import convert_step
 from memmlp_jax.export.convert import export_model
 from memmlp_jax.export.convert import ExportError

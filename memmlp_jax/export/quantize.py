@@ -206,6 +206,18 @@ def float_regions(float_tflite: bytes) -> dict[str, set[str]]:
   return regions
 
 
+def linear_weight_types(tflite: bytes) -> dict[str, str]:
+  """{weight name: "float32" | "int8" ...} of every FULLY_CONNECTED."""
+  from tensorflow.lite.tools import flatbuffer_utils  # pylint: disable=g-import-not-at-top
+  model = _model(tflite)
+  graph = model.subgraphs[0]
+  return {graph.tensors[op.inputs[1]].name.decode():
+          flatbuffer_utils.type_to_name(
+              graph.tensors[op.inputs[1]].type).lower()
+          for op in graph.operators
+          if _op_name(model, op) == "FULLY_CONNECTED"}
+
+
 def keep_weights_float(quantized: bytes, float_tflite: bytes,
                        weight_names: set[str]) -> bytes:
   """``quantized`` (dynamic range) with the named Linears' weights float.

@@ -1,0 +1,91 @@
+"""The chosen int8 export keeps a trained model's motion smooth.
+
+Dynamic-range int8 of every Linear once multiplied a trained memmlp41's
+jitter by ten (41.8 -> 451); the chosen variant ("int8", quantize.py) keeps
+the recurrence and the output Linears float. The tiny trained run streams
+the whole free test split of the two subjects the session prepares, in fp32
+and in int8, through the exported files.
+"""
+
+import json
+
+import numpy as np
+import pytest
+
+from memmlp_jax import checkpoints
+from memmlp_jax import dims
+from memmlp_jax import metrics
+from memmlp_jax.data import prepared
+from memmlp_jax.export import calibration
+from memmlp_jax.export import convert
+from memmlp_jax.export import quantize
+from memmlp_jax.export import runner
+from memmlp_jax.export import sidecar as sidecar_lib
+
+
+def _clips(split):
+  return [split.clip(span.clip_id) for span in split.clips]
+
+
+def _jitter_and_mpjpe(path, clips, skeleton):
+  poses = runner.predict_sequences(path, [c["sparse"] for c in clips])
+  scores = metrics.average([
+      metrics.sequence_metrics(p["rot6d"], c["rot6d"], c["pos"],
+                               c["pos"][:, dims.HEAD_POS_COLUMNS], skeleton)
+      for p, c in zip(poses, clips)])
+  return scores["jitter"], scores["mpjpe"]
+
+
+@pytest.mark.slow
+def test_int8_keeps_the_jitter_of_fp32(tiny_run, small_free, tmp_path):
+  _, prepared_dir = small_free
+  cfg, params = checkpoints.restore(str(tiny_run))
+  variables = {"params": params}
+  train = prepared.load_split(prepared_dir, "train")
+  test = prepared.load_split(prepared_dir, "test")
+  representative = calibration.rollout_samples(
+      cfg, variables, [c["sparse"] for c in _clips(train)], frames=120,
+      per_sequence=8)
+  scores, models = {}, {}
+  for variant in ("none", "int8"):
+    tflite, sidecar = convert.export_model(
+        cfg, variables, quantize=variant, representative=representative)
+    path = str(tmp_path / f"{variant}.tflite")
+    sidecar_lib.save(tflite, sidecar, path)
+    models[variant] = tflite
+    scores[variant] = _jitter_and_mpjpe(path, _clips(test), test.skeleton)
+  (jitter_fp32, mpjpe_fp32), (jitter_int8, mpjpe_int8) = (
+      scores["none"], scores["int8"])
+  assert jitter_int8 <= 1.5 * jitter_fp32, scores
+  assert abs(mpjpe_int8 - mpjpe_fp32) < 1.0, scores
+  assert json.loads((tmp_path / "int8.json").read_text())["quantize"] == (
+      "int8")
+  # This small model is too rough for its jitter to show what int8 of the
+  # output Linears did to a trained memmlp41 (int8_dynamic: x1.2 here, x16
+  # there), so the mechanism is checked too: the recurrence and the output
+  # Linears float, the backbone's int8.
+  regions = quantize.float_regions(models["none"])
+  types = quantize.linear_weight_types(models["int8"])
+  kept = regions["recurrence_weights"] | regions["output"]
+  assert regions["output"] and regions["recurrence_weights"]
+  assert {types[name] for name in kept} == {"float32"}
+  assert "int8" in {t for name, t in types.items() if name not in kept}
+
+
+def test_calibration_samples_are_steps_of_a_rollout(tiny_run, small_free):
+  _, prepared_dir = small_free
+  cfg, params = checkpoints.restore(str(tiny_run))
+  sequence = prepared.load_split(prepared_dir, "train").sparse[:60]
+  samples = calibration.rollout_samples(cfg, {"params": params}, [sequence],
+                                        frames=40, per_sequence=5)
+  initial, _ = convert.streaming_step(cfg, {"params": params})
+  names = [name for name, _ in convert.state_layout(initial)]
+  assert len(samples) == 5
+  assert sorted(samples[0]) == sorted(["frame"] + names)
+  # The first step of the rollout is always there, with the empty memory.
+  assert not samples[0]["state_started"].any()
+  assert samples[-1]["state_started"].all()
+  assert np.abs(samples[-1]["state_prev_motion"]).max() > 0
+  with pytest.raises(ValueError, match="no sequence"):
+    calibration.rollout_samples(cfg, {"params": params}, [sequence[:10]],
+                                frames=40)
