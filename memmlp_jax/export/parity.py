@@ -83,3 +83,50 @@ def step_parity(cfg: configs.ModelConfig, variables, model_path: str,
         worst[name] = max(worst.get(name, 0.0),
                           float(np.max(np.abs(ours - theirs))))
   return {"max": worst, "frames": frames, "near_ties": ties}
+
+
+def code_flips(cfg: configs.ModelConfig, variables, model_path: str,
+               sequences) -> dict:
+  """How often the free-running TFLite and JAX streams read other VQ codes.
+
+  Both stream every sequence on their own state (the memory fed with their
+  own predictions); at every frame the VQ codes of the memory's T rows are
+  computed (in JAX) from each stream's state. A code that differs is a
+  flip: a near-tie that float rounding broke the other way, or the streams
+  already apart.
+
+  Returns {"frames", "frames_any_row": share of frames with some row's code
+  different, "newest_row": share of frames whose newest row's code differs,
+  "rows": share of all (frame, row) codes that differ}; zeros without a VQ
+  code.
+  """
+  if not cfg.uses_vq:
+    return {"frames": 0, "frames_any_row": 0.0, "newest_row": 0.0,
+            "rows": 0.0}
+  initial, step = convert.streaming_step(cfg, variables)
+  step = jax.jit(step)
+  names = [name for name, _ in convert.state_layout(initial)]
+  treedef = jax.tree.structure(initial)
+
+  @jax.jit
+  def codes(state):
+    sparse = (state.prev_sparse if isinstance(state, rollout.State)
+              else state.window)
+    return vqvae.VQEncoder(cfg).apply(
+        {"params": variables["params"]["vq"]}, sparse,
+        state.prev_motion)["indices"][0]
+
+  streamer = runner_lib.TFLiteStreamer(model_path)
+  differ = []
+  for sequence in sequences:
+    state, tflite_state = initial, streamer.init_state()
+    for frame in np.asarray(sequence, np.float32):
+      theirs = jax.tree.unflatten(treedef, [tflite_state[n] for n in names])
+      differ.append(np.asarray(codes(state) != codes(theirs)))
+      state, _ = step(state, frame[None])
+      tflite_state, _ = streamer.step(tflite_state, frame)
+  differ = np.stack(differ)
+  return {"frames": len(differ),
+          "frames_any_row": float(differ.any(axis=1).mean()),
+          "newest_row": float(differ[:, -1].mean()),
+          "rows": float(differ.mean())}
