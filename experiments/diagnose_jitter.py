@@ -34,7 +34,37 @@ from memmlp_jax import evaluation
 from memmlp_jax import host_memory
 
 FLAGS = flags.FLAGS
-flags.DEFINE_multi_string("workdir", [], "Training runs to diagnose.")
+
+
+class _EveryValueFlag(flags.Flag):
+  """A string flag that also keeps every value given, in order.
+
+  --workdir is every other app's string flag (memmlp_jax/cli_flags.py), one
+  run; here it may be repeated, one run each. To the other apps this flag is
+  the plain string flag it replaces (the last value given wins), so all apps
+  still import into one process (the tests call main in-process).
+  """
+
+  def __init__(self, name, default, help_text):
+    super().__init__(flags.ArgumentParser(), flags.ArgumentSerializer(),
+                     name, default, help_text, allow_override=True)
+    self.given = ()  # a tuple: flagsaver's shallow copy restores it
+
+  def parse(self, argument):
+    super().parse(argument)
+    self.given = self.given + (self.value,)
+
+  def unparse(self):
+    super().unparse()
+    self.given = ()
+
+
+flags.DEFINE_flag(_EveryValueFlag("workdir", None, "A training run to "
+                                  "diagnose; repeat the flag for several."))
+flags.declare_key_flag("workdir")
+# It replaced any plain --workdir already defined; a later plain definition
+# must fail loudly instead of replacing it in turn (cli_flags.define reuses).
+FLAGS["workdir"].allow_override = False
 _DEFAULTS = cli_flags.clip_source(data_dir=os.environ.get("MEMMLP_DATA"),
                                   bvh_dir=True)
 _DEFAULTS["out"] = cli_flags.define("string", "out", None, "JSON to write "
@@ -66,10 +96,11 @@ def _load():
 
 
 def main(argv):
-  cli_flags.use_defaults(_DEFAULTS)
+  cli_flags.use_defaults({**_DEFAULTS, "workdir": None})
   if len(argv) > 1:
     raise app.UsageError(f"unexpected arguments: {argv[1:]}")
-  if not FLAGS.workdir or not FLAGS.out:
+  workdirs = list(FLAGS["workdir"].given)
+  if not workdirs or not FLAGS.out:
     raise app.UsageError("--workdir (one or more) and --out are required")
   if bool(FLAGS.protocol) == bool(FLAGS.bvh_dir):
     raise app.UsageError("give either --protocol (with --data_dir) or "
@@ -82,7 +113,7 @@ def main(argv):
     raise app.UsageError("--clips must be >= 0")
   host_memory.reuse_freed_memory()
   checkpoints.quiet_orbax_logs()
-  runs = [(w, *_restore(w)) for w in FLAGS.workdir]  # fail before any work
+  runs = [(w, *_restore(w)) for w in workdirs]  # fail before any work
   for w, cfg, _ in runs:
     try:
       diagnostics.check_model(cfg)

@@ -1,11 +1,17 @@
 """Test-session setup and the fixtures every test module may share.
 
-  compilation_cache  one persistent XLA cache for the session and the CLIs it
-                     starts (inherited through the environment)
+  compilation_cache  the persistent XLA compilation cache of the session and
+                     of the CLIs it starts (inherited through the
+                     environment): pytest's cache folder
+                     (.pytest_cache/d/xla, kept between sessions, so a
+                     second run compiles almost nothing), or a folder of this
+                     session alone under `-p no:cacheprovider` (CI), or
+                     $JAX_COMPILATION_CACHE_DIR when set
   small_free         (data_dir, prepared_dir): the free protocol on two CMU
                      subjects, prepared once
   tiny_run           the workdir of one run of experiments/flags/tiny.flags on
-                     small_free, trained once by the train CLI (its smoke test)
+                     small_free, trained once by the train CLI's main
+                     (in-process)
 
 Tests that need minutes (real-data trainings, subprocess CLIs, every-clip
 loads) are marked `slow`: `pytest -m "not slow"` is the fast loop.
@@ -13,8 +19,8 @@ loads) are marked `slow`: `pytest -m "not slow"` is the fast loop.
 
 import os
 import pathlib
-import subprocess
-import sys
+import shutil
+import tempfile
 
 import jax
 import pytest
@@ -37,23 +43,58 @@ def has_free_data() -> bool:
   return (DATA / "cmu_mocap_asfamc").is_dir()
 
 
-@pytest.fixture(scope="session", autouse=True)
-def compilation_cache(tmp_path_factory):
-  """One persistent XLA compilation cache for the whole session.
+# The kept XLA cache is emptied when it grows past this (entries of programs
+# the code no longer compiles are never read again).
+_XLA_CACHE_LIMIT = 2 * 2**30
+_SESSION_CACHE = []  # a cache folder of this session alone, removed after
 
-  Set in the environment too, so every CLI the tests start shares it: they
-  compile the same programs, and a cache hit skips seconds of XLA.
+
+def _folder_bytes(path: pathlib.Path) -> int:
+  return sum(f.stat().st_size for f in path.iterdir() if f.is_file())
+
+
+def _xla_cache_dir(config) -> str:
+  if os.environ.get("JAX_COMPILATION_CACHE_DIR"):
+    return os.environ["JAX_COMPILATION_CACHE_DIR"]
+  cache = getattr(config, "cache", None)
+  if cache is None:  # -p no:cacheprovider: nothing is kept between sessions
+    path = tempfile.mkdtemp(prefix="memmlp_xla_")
+    _SESSION_CACHE.append(path)
+    return path
+  path = cache.mkdir("xla")
+  if _folder_bytes(path) > _XLA_CACHE_LIMIT:
+    shutil.rmtree(path)
+    path.mkdir()
+  return str(path)
+
+
+def pytest_configure(config):
+  """The persistent XLA compilation cache, before anything compiles.
+
+  In the environment too, so every CLI the tests start shares it: they
+  compile the same programs, and a hit skips seconds of XLA. Every program
+  is kept, however fast it compiled: on a loaded 2-core machine even the
+  small ones add up.
   """
-  path = (os.environ.get("JAX_COMPILATION_CACHE_DIR")
-          or str(tmp_path_factory.mktemp("xla_cache")))
-  settings = {"JAX_COMPILATION_CACHE_DIR": path,
-              "JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS": "0",
-              "JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES": "0"}
-  os.environ.update(settings)
+  path = _xla_cache_dir(config)
+  os.environ.update({"JAX_COMPILATION_CACHE_DIR": path,
+                     "JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS": "0",
+                     "JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES": "0"})
   jax.config.update("jax_compilation_cache_dir", path)
   jax.config.update("jax_persistent_cache_min_compile_time_secs", 0)
   jax.config.update("jax_persistent_cache_min_entry_size_bytes", 0)
-  return path
+
+
+def pytest_unconfigure(config):
+  del config
+  for path in _SESSION_CACHE:
+    shutil.rmtree(path, ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
+def compilation_cache():
+  """The folder of the session's persistent XLA compilation cache."""
+  return os.environ["JAX_COMPILATION_CACHE_DIR"]
 
 
 @pytest.fixture(scope="session")
@@ -76,15 +117,17 @@ def small_free(tmp_path_factory):
 def tiny_run(small_free, tmp_path_factory):
   """The workdir (pathlib.Path) of one tiny.flags run on small_free.
 
-  Trained by `python -m experiments.train`, which makes this the train CLI's
-  subprocess smoke test. Read it; never train further in it.
+  Trained by the train CLI's main in-process (tests/cli.py); the kill -9
+  test of tests/test_train.py runs the same flags as a program and compares.
+  Read it; never train further in it.
   """
+  import cli  # pylint: disable=g-import-not-at-top
+  from experiments import train as train_cli  # pylint: disable=g-import-not-at-top
   data_dir, prepared_dir = small_free
   workdir = tmp_path_factory.mktemp("tiny") / "run"
-  result = subprocess.run(
-      [sys.executable, "-m", "experiments.train", f"--flagfile={TINY_FLAGS}",
-       f"--data_dir={data_dir}", f"--prepared_dir={prepared_dir}",
-       f"--workdir={workdir}"],
-      cwd=REPO, capture_output=True, text=True, timeout=900, check=False)
-  assert result.returncode == 0, result.stderr[-3000:]
+  code, output = cli.run(train_cli, f"--flagfile={TINY_FLAGS}",
+                         f"--data_dir={data_dir}",
+                         f"--prepared_dir={prepared_dir}",
+                         f"--workdir={workdir}")
+  assert code == 0, output[-3000:]
   return workdir

@@ -9,8 +9,10 @@ import zipfile
 import numpy as np
 import pytest
 
+from experiments import ablate as ablate_cli
 from memmlp_jax import evaluation
 from memmlp_jax.data import bvh
+import cli
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 DATA = os.path.join(REPO, os.environ.get("MEMMLP_DATA", "../shared/data"))
@@ -48,8 +50,8 @@ def prepared_dir(tmp_path_factory):
 
 
 def _ablate(*args):
-  return subprocess.run([sys.executable, "-m", "experiments.ablate", *args],
-                        cwd=REPO, capture_output=True, text=True, check=False)
+  """(exit code, output) of the ablate CLI's main, in-process."""
+  return cli.run(ablate_cli, *args)
 
 
 @pytest.mark.slow
@@ -58,9 +60,9 @@ def test_trains_evaluates_tables_and_resumes(prepared_dir, tmp_path):
           "--use_prepared", "--steps=2", "--batch_size=4",
           "--checkpoint_every=1", "--log_every=1", f"--variant={TINY}",
           "--table=Peers:agrol_tiny")
-  first = _ablate(*args)
-  assert first.returncode == 0, first.stderr[-2000:]
-  assert "agrol_tiny: training and evaluating" in first.stdout
+  code, first = _ablate(*args)
+  assert code == 0, first[-2000:]
+  assert "agrol_tiny: training and evaluating" in first
   text = (tmp_path / "ablation.md").read_text()
   assert "## Peers" in text and "| agrol_tiny |" in text
   assert "Every variant: 2 steps at batch 4" in text
@@ -69,10 +71,10 @@ def test_trains_evaluates_tables_and_resumes(prepared_dir, tmp_path):
   assert saved["model"] == "agrol_mlp41" and saved["sequences"] == 1
   stamp = os.stat(results).st_mtime_ns
 
-  again = _ablate(*args)  # everything finished: nothing retrained or rewritten
-  assert again.returncode == 0, again.stderr[-2000:]
-  assert "agrol_tiny: finished earlier, skipping" in again.stdout
-  assert "| agrol_tiny |" in again.stdout
+  code, again = _ablate(*args)  # all finished: nothing retrained or rewritten
+  assert code == 0, again[-2000:]
+  assert "agrol_tiny: finished earlier, skipping" in again
+  assert "| agrol_tiny |" in again
   assert os.stat(results).st_mtime_ns == stamp
 
 
@@ -80,12 +82,12 @@ def test_bad_specs_are_clear_usage_errors(tmp_path):
   for spec, message in [("justaname", "label:model"),
                         ("x:nosuchmodel", "unknown model"),
                         ("x:memmlp41:depth=3", "unknown config fields")]:
-    result = _ablate(f"--workdir={tmp_path}", f"--variant={spec}")
-    assert result.returncode != 0
-    assert message in result.stderr and "Traceback" not in result.stderr
-  result = _ablate(f"--workdir={tmp_path}", "--variant=x:memmlp41",
-                   "--table=T:y")
-  assert "no --variant labelled" in result.stderr
+    code, output = _ablate(f"--workdir={tmp_path}", f"--variant={spec}")
+    assert code != 0
+    assert message in output and "Traceback" not in output
+  code, output = _ablate(f"--workdir={tmp_path}", "--variant=x:memmlp41",
+                         "--table=T:y")
+  assert code != 0 and "no --variant labelled" in output
 
 
 @pytest.mark.slow
@@ -93,11 +95,11 @@ def test_seeds_and_recipe_fields(prepared_dir, tmp_path):
   """Each seed trains in its own folder; cells are mean ± std over seeds."""
   recipe = TINY.replace("agrol_tiny", "agrol_own") + (
       ":loss_distance='l2norm':rot_vel_loss=False:optimizer='adam'")
-  result = _ablate(f"--workdir={tmp_path}", f"--prepared_dir={prepared_dir}",
-                   "--use_prepared", "--steps=2", "--batch_size=4",
-                   "--checkpoint_every=1", "--log_every=1", "--seeds=0,1",
-                   f"--variant={recipe}")
-  assert result.returncode == 0, result.stderr[-2000:]
+  code, output = _ablate(f"--workdir={tmp_path}",
+                         f"--prepared_dir={prepared_dir}", "--use_prepared",
+                         "--steps=2", "--batch_size=4", "--checkpoint_every=1",
+                         "--log_every=1", "--seeds=0,1", f"--variant={recipe}")
+  assert code == 0, output[-2000:]
   for seed in (0, 1):
     saved = json.loads((tmp_path / "agrol_own" / f"seed_{seed}" /
                         "results.json").read_text())
@@ -118,6 +120,17 @@ def test_bad_recipe_values_are_usage_errors(tmp_path):
       (["--variant=x:memmlp41:memory_source='later'"], "memory_source"),
       (["--variant=x:memmlp41", "--seeds=0,0"], "distinct seeds"),
       (["--variant=x:memmlp41", "--seeds=a"], "not integers")]:
-    result = _ablate(f"--workdir={tmp_path}", *args)
-    assert result.returncode != 0
-    assert message in result.stderr and "Traceback" not in result.stderr
+    code, output = _ablate(f"--workdir={tmp_path}", *args)
+    assert code != 0
+    assert message in output and "Traceback" not in output
+
+
+@pytest.mark.slow
+def test_cli_smoke(tmp_path):
+  """The program itself: flags parsed by app.run, a usage error on stderr."""
+  result = subprocess.run(
+      [sys.executable, "-m", "experiments.ablate", f"--workdir={tmp_path}",
+       "--variant=justaname"], cwd=REPO, capture_output=True, text=True,
+      check=False)
+  assert result.returncode != 0
+  assert "label:model" in result.stderr and "Traceback" not in result.stderr

@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 import saved_runs
 
+from experiments import diagnose_jitter as diagnose_cli
 from memmlp_jax import diagnostics
 from memmlp_jax import export
 from memmlp_jax import metrics
@@ -21,6 +22,7 @@ from memmlp_jax.data import bvh
 from memmlp_jax.data import motion as motion_lib
 from memmlp_jax.models import configs
 from memmlp_jax.models import factory
+import cli
 
 REPO = pathlib.Path(__file__).resolve().parent.parent
 DATA = (REPO / os.environ.get("MEMMLP_DATA", "../shared/data")).resolve()
@@ -115,9 +117,8 @@ BVH_ZIP = DATA / "cmu_mocap_bvh" / "subjects" / "09.zip"
 
 
 def _diagnose_cli(*args):
-  return subprocess.run([sys.executable, "-m", "experiments.diagnose_jitter",
-                         *args], cwd=REPO, capture_output=True, text=True,
-                        check=False)
+  """(exit code, output) of the diagnose_jitter CLI's main, in-process."""
+  return cli.run(diagnose_cli, *args)
 
 
 @pytest.mark.skipif(not BVH_ZIP.exists(), reason=f"no mocap data in {DATA}")
@@ -130,20 +131,51 @@ def test_cli_reports_every_run_on_a_bvh_folder(tmp_path):
   saved_runs.save_random_run(tmp_path / "agrol", configs.get_config(
       "agrol_mlp41", latent_dim=16, num_blocks=2, window=WINDOW))
   out = tmp_path / "out" / "jitter.json"
-  result = _diagnose_cli(f"--bvh_dir={folder}", f"--bvh_map={bvh.CMU_MAP}",
-                         f"--workdir={tmp_path / 'agrol'}", f"--out={out}")
-  assert result.returncode == 0, result.stderr[-2000:]
+  code, output = _diagnose_cli(f"--bvh_dir={folder}",
+                               f"--bvh_map={bvh.CMU_MAP}",
+                               f"--workdir={tmp_path / 'agrol'}",
+                               f"--out={out}")
+  assert code == 0, output[-2000:]
   (row,) = json.loads(out.read_text())
   assert row["model"] == "agrol_mlp41" and row["clips"] == 1
   assert set(row["row_jitter"]) == {"0"}  # a window of 8 has no row 10 back
   assert row["gt_jitter"] > 0 and row["within_window_jitter"] > 0
-  assert "| agrol (agrol_mlp41) |" in result.stdout
+  assert "| agrol (agrol_mlp41) |" in output
   assert (tmp_path / "out" / "jitter.md").read_text().startswith("| run |")
 
 
 def test_cli_without_a_checkpoint_says_so(tmp_path):
-  result = _diagnose_cli("--protocol=free", f"--data_dir={DATA}",
-                         f"--workdir={tmp_path}", f"--out={tmp_path}/j.json")
+  code, output = _diagnose_cli("--protocol=free", f"--data_dir={DATA}",
+                               f"--workdir={tmp_path}",
+                               f"--out={tmp_path}/j.json")
+  assert code != 0
+  assert "cannot restore a trained model" in output
+  assert "Traceback" not in output
+
+
+def test_cli_reads_every_workdir_given(tmp_path):
+  """--workdir repeats, one run each: the second, empty one is named."""
+  saved_runs.save_random_run(tmp_path / "agrol", configs.get_config(
+      "agrol_mlp41", latent_dim=16, num_blocks=2, window=WINDOW))
+  empty = tmp_path / "empty"
+  empty.mkdir()
+  code, output = _diagnose_cli("--protocol=free", f"--data_dir={DATA}",
+                               f"--workdir={tmp_path / 'agrol'}",
+                               f"--workdir={empty}",
+                               f"--out={tmp_path}/j.json")
+  assert code != 0
+  assert f"--workdir {empty}: cannot restore a trained model" in output
+  assert "Traceback" not in output
+
+
+@pytest.mark.slow
+def test_cli_smoke(tmp_path):
+  """The program itself: flags parsed by app.run, a usage error on stderr."""
+  result = subprocess.run(
+      [sys.executable, "-m", "experiments.diagnose_jitter", "--protocol=free",
+       f"--data_dir={DATA}", f"--workdir={tmp_path}",
+       f"--out={tmp_path}/j.json"], cwd=REPO, capture_output=True, text=True,
+      check=False)
   assert result.returncode != 0
   assert "cannot restore a trained model" in result.stderr
   assert "Traceback" not in result.stderr
