@@ -73,6 +73,7 @@ def test_bad_bvh_protocol_input_is_named(folder_and_map, tmp_path):
     protocols.build("bvh", str(tmp_path), bvh_map="cmu_bvh")
 
 
+@pytest.mark.slow  # end to end: prepare the folder, train, fine-tune
 def test_train_then_fine_tune_on_the_folder(folder_and_map, tmp_path):
   folder, map_path = folder_and_map
   out = prepared.ensure_prepared("bvh", folder, str(tmp_path / "prep"),

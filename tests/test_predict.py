@@ -63,7 +63,11 @@ def cmu(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def run(tmp_path_factory, cmu):
-  """A very small Mem-MLP (memory, no VQ code) trained for one step."""
+  """A very small Mem-MLP (memory, no VQ code) trained for two steps.
+
+  The run config of test_evaluate.py's run: the compiled train step is
+  shared through the session's XLA cache.
+  """
   feats = motion_lib.features(cmu[1])
   split = prepared.Split(
       feats["sparse"], feats["rot6d"], feats["pos"],
@@ -71,7 +75,7 @@ def run(tmp_path_factory, cmu):
       skeleton_lib.SMPL_NEUTRAL)
   cfg = configs.get_config("memmlp41", window=8, latent_dim=16, num_blocks=2,
                            head_blocks=1, memory_dim=8, use_vq_code=False)
-  config = train.RunConfig(model=cfg, steps=1, batch_size=4, vq_steps=1,
+  config = train.RunConfig(model=cfg, steps=2, batch_size=4, vq_steps=2,
                            vq_batch_size=4, checkpoint_every=1, log_every=1,
                            eval_every=1, eval_batches=0)
   workdir = str(tmp_path_factory.mktemp("run"))
