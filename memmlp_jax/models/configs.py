@@ -95,12 +95,6 @@ class ModelConfig:
   # Dropout in AvatarPoser's transformer layers (its own code: PyTorch's
   # default 0.1); 0 keeps the shared recipe deterministic.
   dropout: float = 0.0
-  # Rematerialisation: training keeps only each MLP block's input and
-  # recomputes the block in the backward pass (jax.checkpoint), for about a
-  # third more compute; the activations kept drop from ~10 per block to one.
-  # The same numbers, bit for bit (tests/test_models.py); on by default only
-  # where a batch of 256 would not fit a 12 GB machine (agrol_mlp196).
-  remat: bool = False
 
   def __post_init__(self):
     for field, allowed in _CHOICES.items():
@@ -162,7 +156,7 @@ _NAMED = {
                         loss_distance="l2"),
     "agrol_mlp196": dict(window=196, num_blocks=12, head_blocks=0,
                          multi_head=False, use_memory=False,
-                         loss_distance="l2", remat=True),
+                         loss_distance="l2"),
     "avatarposer": dict(arch="avatarposer", window=40, use_memory=False,
                         multi_head=False, loss_weighting="fixed"),
 }

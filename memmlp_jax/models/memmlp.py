@@ -68,23 +68,15 @@ def _time_major_alpha(alpha):
   return _to_time_major(jnp.asarray(alpha))
 
 
-def _mlp_block(remat: bool):
-  """The MLP block class, rematerialised in the backward pass when `remat`
-  (ModelConfig.remat); the same parameters under the same names."""
-  return nn.remat(blocks.MLPBlock) if remat else blocks.MLPBlock
-
-
 class Head(nn.Module):
   """`num_blocks` MLP blocks, then a Linear to `features` (time-major)."""
   num_blocks: int
   features: int
-  remat: bool = False
 
   @nn.compact
   def __call__(self, h: Array) -> Array:
-    block = _mlp_block(self.remat)
     for i in range(self.num_blocks):
-      h = block(name=f"block_{i + 1}")(h)
+      h = blocks.MLPBlock(name=f"block_{i + 1}")(h)
     return nn.Dense(self.features, name="out")(h)
 
 
@@ -135,15 +127,15 @@ class MemMLP(nn.Module):
     if cfg.uses_memory and cfg.uses_vq:
       self.vq = vqvae.VQEncoder(cfg)
     for i in range(1, cfg.num_blocks + 1):
-      setattr(self, f"block_{i}", _mlp_block(cfg.remat)())
+      setattr(self, f"block_{i}", blocks.MLPBlock())
       if cfg.uses_memory and i in cfg.fusion_layers:
         setattr(self, f"memory_{i}",
                 memory.MemoryBlock(cfg) if cfg.memory_kind == "block"
                 else memory.RecurrentMemory(cfg))
         setattr(self, f"fuse_{i}", FuseDense(cfg.latent_dim))
-    self.rot_head = Head(cfg.head_blocks, dims.ROT6D_DIM, cfg.remat)
+    self.rot_head = Head(cfg.head_blocks, dims.ROT6D_DIM)
     if cfg.multi_head:
-      self.pos_head = Head(cfg.head_blocks, dims.POS_DIM, cfg.remat)
+      self.pos_head = Head(cfg.head_blocks, dims.POS_DIM)
 
   def __call__(self, sparse: Array, prev_sparse: Array | None = None,
                prev_motion: Array | None = None, *,
