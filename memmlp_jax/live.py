@@ -518,12 +518,15 @@ def replay(times, values, valid, send_to, receiver: socket.socket,
       receive(start + t)
       key = np.float32(t)
       datagram = performer_frame(float(key), row, ok, quat_order)
+      # Stamped before sending: on a busy machine the woken server can run
+      # its whole step before sendto returns here.
+      sent_at = time.perf_counter()
       try:
         sender.sendto(datagram, send_to)
       except OSError:
         failed += 1
         continue
-      sent[key] = time.perf_counter()
+      sent[key] = sent_at
     deadline = time.perf_counter() + grace
     while len(answers) < len(sent) and time.perf_counter() < deadline:
       receive(min(deadline, time.perf_counter() + 0.05))
