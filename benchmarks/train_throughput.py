@@ -46,6 +46,8 @@ from memmlp_jax.models import factory
 
 _MODELS = flags.DEFINE_list("models", list(configs.NAMES), "Models to time.")
 _BATCH = flags.DEFINE_integer("batch_size", 256, "Windows per train step.")
+_MICRO = flags.DEFINE_integer("micro_batches", 1, "Micro-batches per step "
+                              "(RunConfig.micro_batches).")
 _REPEATS = flags.DEFINE_integer("repeats", 5, "Timed steps per model.")
 _WARMUP = flags.DEFINE_integer("warmup", 2, "Untimed steps after compiling.")
 _FORMAT = flags.DEFINE_enum("format", "markdown", ["markdown", "json"],
@@ -90,7 +92,8 @@ def measure(name: str, batch: int, repeats: int, warmup: int) -> dict:
   cfg = configs.get_config(name)
   rng = jax.random.PRNGKey(0)
   model, variables = factory.init(cfg, rng)
-  config = train.RunConfig(model=cfg, batch_size=batch)
+  config = train.RunConfig(model=cfg, batch_size=batch,
+                           micro_batches=_MICRO.value)
   optimizer = train.memmlp_optimizer(config)
   state = train.init_state(
       {"model": variables["params"], "loss": losses.init_log_vars(cfg)},
@@ -116,6 +119,7 @@ def measure(name: str, batch: int, repeats: int, warmup: int) -> dict:
   best = min(times)
   return {
       "model": name,
+      "micro_batches": _MICRO.value,
       "params": factory.count_params(cfg)["total"],
       "train_gflops_per_window": _flops(compiled) / batch / 1e9,
       "forward_gflops_per_window": forward_flops / 1e9,
@@ -133,6 +137,7 @@ def measure_alone(name: str, batch: int, repeats: int, warmup: int) -> dict:
   result = subprocess.run(
       [sys.executable, "-m", "benchmarks.train_throughput", f"--models={name}",
        f"--batch_size={batch}", f"--repeats={repeats}", f"--warmup={warmup}",
+       f"--micro_batches={_MICRO.value}",
        "--format=json", "--noisolate"], capture_output=True, text=True,
       check=False)
   if result.returncode != 0:

@@ -63,6 +63,10 @@ _STAGE = flags.DEFINE_enum("stage", "all", ("all",) + train.STAGES,
 _STEPS = flags.DEFINE_integer("steps", _DEFAULT.steps, "Stage-2 steps.")
 _BATCH_SIZE = flags.DEFINE_integer("batch_size", _DEFAULT.batch_size,
                                    "Stage-2 global batch (windows).")
+_MICRO_BATCHES = flags.DEFINE_integer(
+    "micro_batches", _DEFAULT.micro_batches, "Compute each stage-2 batch as "
+    "this many equal slices, gradients averaged (~1/k of the activation "
+    "memory; each slice draws its own random numbers).")
 _SEED = flags.DEFINE_integer("seed", _DEFAULT.seed, "Seed of init and data.")
 _LR = flags.DEFINE_float("learning_rate", _DEFAULT.learning_rate,
                          "Stage-2 AdamW learning rate.")
@@ -133,7 +137,8 @@ def _run_config() -> train.RunConfig:
         model=configs.get_config(_MODEL.value,
                                  **_parse_overrides(_OVERRIDES.value)),
         protocol=FLAGS.protocol, stage=_STAGE.value, steps=_STEPS.value,
-        batch_size=_BATCH_SIZE.value, seed=_SEED.value,
+        batch_size=_BATCH_SIZE.value, micro_batches=_MICRO_BATCHES.value,
+        seed=_SEED.value,
         learning_rate=_LR.value, final_learning_rate=_FINAL_LR.value,
         decay_at=_DECAY_AT.value, weight_decay=_WEIGHT_DECAY.value,
         augment=augment, optimizer=_OPTIMIZER.value,

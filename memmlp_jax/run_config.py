@@ -53,6 +53,10 @@ class RunConfig:
   memory_noise: float = 0.0
   # Share of crops that end within a clip's first frames (rollout padding).
   start_share: float = 0.0
+  # Stage 2 computes each batch as this many equal micro-batches, their
+  # gradients averaged: the same loss on ~1/k of the activation memory, with
+  # each micro-batch's random draws (the memory's alpha) its own.
+  micro_batches: int = 1
   vq_steps: int = 1000
   vq_batch_size: int = 256
   vq_learning_rate: float = 1e-3
@@ -69,6 +73,9 @@ class RunConfig:
                  "checkpoint_every", "log_every", "eval_every"):
       if getattr(self, name) < 1:
         raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+    if self.micro_batches < 1 or self.batch_size % self.micro_batches:
+      raise ValueError(f"micro_batches must be >= 1 and divide batch_size "
+                       f"{self.batch_size}, got {self.micro_batches}")
     if self.eval_batches < 0 or self.seed < 0:
       raise ValueError("eval_batches and seed must be >= 0")
     if not 0.0 < self.decay_at <= 1.0:

@@ -299,6 +299,10 @@ class VQVAEStage:
   def batch_size(self, config: RunConfig) -> int:
     return config.vq_batch_size
 
+  def micro_batches(self, config: RunConfig) -> int:
+    del config
+    return 1
+
   def optimizer(self, config: RunConfig) -> optax.GradientTransformation:
     return vqvae_optimizer(config)
 
@@ -354,6 +358,9 @@ class MemMLPStage:
   def batch_size(self, config: RunConfig) -> int:
     return config.batch_size
 
+  def micro_batches(self, config: RunConfig) -> int:
+    return config.micro_batches
+
   def optimizer(self, config: RunConfig) -> optax.GradientTransformation:
     return memmlp_optimizer(config)
 
@@ -380,11 +387,14 @@ class MemMLPStage:
     return {}
 
   def loss(self, model, config: RunConfig, params, batch, step, train: bool,
-           skeleton=None):
-    """(total, (metrics, None)); random draws from (seed, step) in training,
-    a fixed key in evaluation."""
+           skeleton=None, micro=None):
+    """(total, (metrics, None)); random draws from (seed, step[, micro])
+    in training (`micro`: the micro-batch's index), a fixed key in
+    evaluation."""
     key = (_step_key(config.seed, step) if train
            else jax.random.PRNGKey(0))
+    if micro is not None:
+      key = jax.random.fold_in(key, micro)
     total, metrics = memmlp_loss(model, config, params, batch, key,
                                  train=train, skeleton=skeleton)
     return total, (metrics, None)
@@ -407,13 +417,37 @@ def make_train_step(kind, model, config: RunConfig,
   """
   kind = STAGE_KINDS[kind] if isinstance(kind, str) else kind
 
-  def loss_fn(params, batch, step):
+  micro_batches = kind.micro_batches(config)
+
+  def loss_fn(params, batch, step, **micro):
     return kind.loss(model, config, params, batch, step, train=True,
-                     skeleton=skeleton)
+                     skeleton=skeleton, **micro)
+
+  def micro_batched_grads(params, batch, step):
+    """The mean gradient and metrics of `micro_batches` equal slices of the
+    batch, one at a time: activations for one slice live at once."""
+    parts = jax.tree.map(lambda x: x.reshape(
+        (micro_batches, x.shape[0] // micro_batches) + x.shape[1:]), batch)
+
+    def one(carry, indexed):
+      index, part = indexed
+      grads, (metrics, _) = jax.grad(loss_fn, has_aux=True)(
+          params, part, step, micro=index)
+      return jax.tree.map(jnp.add, carry, (grads, metrics)), None
+
+    first = jax.tree.map(lambda x: x[0], parts)
+    grads, (metrics, _) = jax.eval_shape(
+        lambda: jax.grad(loss_fn, has_aux=True)(params, first, step, micro=0))
+    zeros = jax.tree.map(lambda x: jnp.zeros(x.shape, x.dtype),
+                         (grads, metrics))
+    total, _ = jax.lax.scan(one, zeros, (jnp.arange(micro_batches), parts))
+    grads, metrics = jax.tree.map(lambda x: x / micro_batches, total)
+    return grads, (metrics, None)
 
   def train_step(state, batch):
-    grads, (metrics, out) = jax.grad(loss_fn, has_aux=True)(
-        state["params"], batch, state["step"])
+    grad_fn = (jax.grad(loss_fn, has_aux=True) if micro_batches == 1
+               else micro_batched_grads)
+    grads, (metrics, out) = grad_fn(state["params"], batch, state["step"])
     updates, opt_state = optimizer.update(grads, state["opt_state"],
                                           state["params"])
     params = optax.apply_updates(state["params"], updates)

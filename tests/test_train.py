@@ -12,6 +12,7 @@ import types
 
 import jax
 import numpy as np
+import optax
 import pytest
 
 from experiments import train as train_cli
@@ -113,6 +114,43 @@ def test_vq_encoder_and_codebook_stay_bitwise_frozen():
   assert not np.array_equal(after["model"]["embed"]["kernel"],
                             before["model"]["embed"]["kernel"])
   assert not _leaves_equal(after["loss"], before["loss"])
+
+
+def test_micro_batches_give_the_full_batch_step():
+  """Without random draws in the loss (no memory), k equal micro-batches
+  give the full batch's gradient, so the same step to float rounding; with
+  the memory's random alpha they give another, finite step."""
+  split = _synthetic_split()
+
+  def gradient(config):
+    """Minus the gradient of one step: SGD at rate 1 from the init."""
+    vq = (train.build_stage("vqvae", config, split).init_params()["vq"]
+          if config.model.uses_vq else None)
+    stage = train.build_stage("memmlp", config, split, vq)
+    sgd = optax.sgd(1.0)
+    params = stage.init_params()
+    state = train.init_state(params, sgd)
+    step = jax.jit(train.make_train_step("memmlp", stage.model, config, sgd,
+                                         split.skeleton))
+    sampler = train.dataset.WindowSampler(split, config.model.window, 8, 0)
+    state, metrics = step(state, sampler.batch(0))
+    return (jax.tree.map(np.subtract, jax.device_get(state["params"]),
+                         jax.device_get(params)), jax.device_get(metrics))
+
+  no_memory = configs.get_config("memmlp41", **TINY, use_memory=False)
+  whole, metrics = gradient(_config(model=no_memory))
+  sliced, sliced_metrics = gradient(_config(model=no_memory,
+                                            micro_batches=4))
+  jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-4,
+                                                       atol=1e-7),
+               sliced, whole)
+  np.testing.assert_allclose(sliced_metrics["loss"], metrics["loss"],
+                             rtol=1e-5)
+  params, _ = gradient(_config(micro_batches=2))
+  assert all(np.isfinite(x).all() for x in jax.tree.leaves(params))
+  with pytest.raises(ValueError, match="micro_batches must be >= 1 and "
+                     "divide batch_size 8, got 3"):
+    _config(micro_batches=3)
 
 
 @pytest.mark.slow
