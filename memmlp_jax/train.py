@@ -429,19 +429,14 @@ def make_train_step(kind, model, config: RunConfig,
     parts = jax.tree.map(lambda x: x.reshape(
         (micro_batches, x.shape[0] // micro_batches) + x.shape[1:]), batch)
 
-    def one(carry, indexed):
+    def one(indexed):
       index, part = indexed
       grads, (metrics, _) = jax.grad(loss_fn, has_aux=True)(
           params, part, step, micro=index)
-      return jax.tree.map(jnp.add, carry, (grads, metrics)), None
+      return grads, metrics
 
-    first = jax.tree.map(lambda x: x[0], parts)
-    grads, (metrics, _) = jax.eval_shape(
-        lambda: jax.grad(loss_fn, has_aux=True)(params, first, step, micro=0))
-    zeros = jax.tree.map(lambda x: jnp.zeros(x.shape, x.dtype),
-                         (grads, metrics))
-    total, _ = jax.lax.scan(one, zeros, (jnp.arange(micro_batches), parts))
-    grads, metrics = jax.tree.map(lambda x: x / micro_batches, total)
+    per_part = jax.lax.map(one, (jnp.arange(micro_batches), parts))
+    grads, metrics = jax.tree.map(lambda x: x.mean(axis=0), per_part)
     return grads, (metrics, None)
 
   def train_step(state, batch):
