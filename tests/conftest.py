@@ -22,7 +22,15 @@ import pathlib
 import shutil
 import tempfile
 
-import jax
+# Before JAX starts its backend, for this process and the CLIs it starts:
+# the tests' programs are tiny and compiled once each, so LLVM's optimisation
+# passes cost far more than they save (about half of a training test's time).
+_FAST_COMPILE = "--xla_backend_optimization_level=0"
+if "xla_backend_optimization_level" not in os.environ.get("XLA_FLAGS", ""):
+  os.environ["XLA_FLAGS"] = " ".join(
+      filter(None, [os.environ.get("XLA_FLAGS"), _FAST_COMPILE]))
+
+import jax  # pylint: disable=g-import-not-at-top,g-bad-import-order
 import pytest
 
 from memmlp_jax import host_memory

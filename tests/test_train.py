@@ -236,8 +236,9 @@ _DATA_PARALLEL = textwrap.dedent("""
 
 @pytest.mark.slow
 def test_two_devices_equal_one_device():
-  env = {**os.environ, "XLA_FLAGS": "--xla_force_host_platform_device_count=2",
-         "JAX_PLATFORMS": "cpu"}
+  env = {**os.environ, "JAX_PLATFORMS": "cpu", "XLA_FLAGS": (
+      os.environ.get("XLA_FLAGS", "")
+      + " --xla_force_host_platform_device_count=2")}
   result = subprocess.run([sys.executable, "-c", _DATA_PARALLEL], cwd=REPO,
                           env=env, capture_output=True, text=True,
                           timeout=300)
@@ -254,20 +255,18 @@ def _cli(*args, env=None):
       stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
 
 
-def _cli_run(*args, env=None):
-  process = _cli(*args, env=env)
-  out, _ = process.communicate(timeout=300)
-  return process.returncode, out
-
-
 def _final_params(workdir):
   return jax.device_get(train.restore(workdir)[1])
 
 
 @pytest.mark.slow
 def test_kill_9_then_resume_ends_bitwise_equal(small_free, tiny_run,
-                                               tmp_path):
-  """tiny_run is the uninterrupted run of the same flags."""
+                                               tmp_path, caplog):
+  """tiny_run is the uninterrupted run of the same flags.
+
+  The killed run is a program; it resumes in-process, as tiny_run ran.
+  """
+  import cli  # pylint: disable=g-import-not-at-top
   data_dir, prepared_dir = small_free
   common = [f"--flagfile={TINY_FLAGS}", f"--data_dir={data_dir}",
             f"--prepared_dir={prepared_dir}"]
@@ -285,9 +284,10 @@ def test_kill_9_then_resume_ends_bitwise_equal(small_free, tiny_run,
   process.send_signal(signal.SIGKILL)
   process.communicate()
   assert not (checkpoints / "60").exists()
-  code, out = _cli_run(*common, f"--workdir={killed}")
+  with caplog.at_level("INFO"):
+    code, out = cli.run(train_cli, *common, f"--workdir={killed}")
   assert code == 0, out
-  assert "resuming from the checkpoint at step" in out
+  assert "resuming from the checkpoint at step" in caplog.text
   assert _leaves_equal(_final_params(killed), _final_params(tiny_run))
 
 
