@@ -19,6 +19,7 @@ import json
 import os
 import shlex
 import sys
+from typing import Any
 
 from absl import app
 from absl import flags
@@ -167,8 +168,8 @@ def _changed(ours, reference):
 
 def _recipe_table(config: run_config.RunConfig) -> str:
   """The run config's fields but the model, the budget and bookkeeping."""
-  skip = ("model", "steps", "batch_size", "vq_steps",
-          "vq_batch_size") + _BOOKKEEPING
+  skip = ("model", "steps", "batch_size", "vq_steps", "vq_batch_size",
+          "init_from") + _BOOKKEEPING
   rows = ["| recipe field | value |", "| --- | --- |"]
   for field in dataclasses.fields(config):
     value = getattr(config, field.name)
@@ -178,18 +179,81 @@ def _recipe_table(config: run_config.RunConfig) -> str:
   return "\n".join(rows)
 
 
+def _lineage(config: run_config.RunConfig) -> list[tuple[str, Any]]:
+  """[(workdir, RunConfig)] of the runs ``config`` fine-tunes, oldest first."""
+  runs = []
+  while config.init_from:
+    path = config.init_from
+    if len(runs) == 16 or any(path == p for p, _ in runs):
+      _fail(f"--workdir {FLAGS.workdir}: its --init_from runs loop or go "
+            f"deeper than 16 ({path})")
+    try:
+      config = checkpoints.load_config(path)
+    except (OSError, ValueError, KeyError) as e:
+      _fail(f"--workdir {FLAGS.workdir} fine-tunes {path}, whose config "
+            f"cannot be read ({e}); the card gives that run's recipe too")
+    runs.insert(0, (path, config))
+  return runs
+
+
+def _training(release: pretrained.Release, lineage, base: str) -> str:
+  """The card's Training section: budget, recipe and the commands."""
+  config, window = release.config, release.config.model.window
+  runs = lineage + [(os.path.join("runs", base), config)]
+  rows = [f"| run | stage | steps | batch (windows of {window} frames) "
+          "| windows seen |", "| --- | --- | --- | --- | --- |"]
+  for i, (path, run) in enumerate(runs):
+    if i == 0 and run.model.uses_vq:
+      seen = run.vq_steps * run.vq_batch_size
+      rows.append(f"| `{path}` | 1, VQ-VAE | {run.vq_steps:,} | "
+                  f"{run.vq_batch_size} | {seen:,} |")
+    rows.append(f"| `{path}` | 2, Mem-MLP{', fine-tuned' if i else ''} | "
+                f"{run.steps:,} | {run.batch_size} | "
+                f"{run.steps * run.batch_size:,} |")
+  if lineage:
+    total = sum(run.steps * run.batch_size for _, run in runs)
+    rows.append(f"| all | 2 | {sum(run.steps for _, run in runs):,} | | "
+                f"{total:,} |")
+    how = (f"Stage 2 ran {len(runs)} times, each run starting from the "
+           "model of the one before (`--init_from`: its VQ part kept frozen, "
+           "the loss weights and the learning-rate schedule started "
+           "afresh). ")
+  else:
+    how = ""
+  commands = "\n\n".join(train_command(run, path) for path, run in runs)
+  last = " of the last run" if lineage else ""
+  order = ", in order" if lineage else ""
+  return f"""\
+The free protocol's training split; stage 1 trains the VQ-VAE, stage 2
+Mem-MLP with the VQ encoder frozen (docs/training.md). {how}Released at
+stage-2 step {release.step:,} of {config.steps:,}{last}.
+
+{chr(10).join(rows)}
+
+{_recipe_table(config)}
+
+Trained by (each run's config.json as flags{order}):
+
+```bash
+{commands}
+```"""
+
+
 def card(name: str, size: int, digest: str, release: pretrained.Release,
-         results: dict, results_from: str) -> str:
-  """The model card (pretrained/README.md) of a release."""
-  config, cfg = release.config, release.config.model
+         results: dict, results_from: str, lineage=()) -> str:
+  """The model card (pretrained/README.md) of a release.
+
+  ``lineage``: [(workdir, RunConfig)] of the runs the released one
+  fine-tunes, oldest first (``_lineage``).
+  """
+  cfg = release.config.model
   counts = factory.count_params(cfg)
   model = ", ".join([cfg.name] + [
       f"{k}={v!r}" for k, v in _changed(cfg, configs.get_config(cfg.name))])
   check = release.check
   clips = ", ".join(f"`{c}`" for c in check["clips"])
   base = os.path.splitext(name)[0]
-  stage1 = config.vq_steps * config.vq_batch_size
-  stage2 = config.steps * config.batch_size
+  lineage = list(lineage)
   return f"""# The shipped model: {base}
 
 `{name}` is Mem-MLP ({model}): {counts['total']:,} parameters, of which
@@ -235,22 +299,7 @@ this from the file.
 
 ## Training
 
-The free protocol's training split; stage 1 trains the VQ-VAE, stage 2
-Mem-MLP with the VQ encoder frozen (docs/training.md). Released at stage-2
-step {release.step:,} of {config.steps:,}.
-
-| stage | steps | batch (windows of {cfg.window} frames) | windows seen |
-| --- | --- | --- | --- |
-| 1, VQ-VAE | {config.vq_steps:,} | {config.vq_batch_size} | {stage1:,} |
-| 2, Mem-MLP | {config.steps:,} | {config.batch_size} | {stage2:,} |
-
-{_recipe_table(config)}
-
-Trained by (the run's config.json as flags):
-
-```bash
-{train_command(config, os.path.join("runs", base))}
-```
+{_training(release, lineage, base)}
 
 ## Data and licences
 
@@ -270,6 +319,7 @@ def main(argv):
   if not os.path.isdir(out_dir):
     _fail(f"--out: folder {out_dir} does not exist")
   config, params, step = _restore(FLAGS.workdir)
+  lineage = _lineage(config)
   params = pretrained.stored(params, _DTYPE.value)  # what the file gives back
   try:
     clips, body = pretrained.check_clips(FLAGS.data_dir, _CHECK_CLIPS.value)
@@ -286,10 +336,10 @@ def main(argv):
   except pretrained.PretrainedError as e:
     _fail(str(e))
   size = os.path.getsize(FLAGS.out)
-  card_path = os.path.join(out_dir, "README.md")
+  card_path = os.path.join(os.path.dirname(FLAGS.out), "README.md")
   with open(card_path, "w", encoding="utf-8") as f:
     f.write(card(os.path.basename(FLAGS.out), size, digest, release, results,
-                 results_from))
+                 results_from, lineage))
   print(f"wrote {FLAGS.out} ({size / 1e6:.1f} MB, {_DTYPE.value}, step "
         f"{step} of {config.steps}), {pretrained.checksum_path(FLAGS.out)} "
         f"and {card_path}; check MPJPE {check['mpjpe']:.3f} cm on "

@@ -57,6 +57,9 @@ class RunConfig:
   # gradients averaged: the same loss on ~1/k of the activation memory, with
   # each micro-batch's random draws (the memory's alpha) its own.
   micro_batches: int = 1
+  # The run (workdir) whose trained model stage 2 starts from: fine-tuning,
+  # with that run's stage 1 (its VQ part frozen) in place of this one's.
+  init_from: str | None = None
   vq_steps: int = 1000
   vq_batch_size: int = 256
   vq_learning_rate: float = 1e-3

@@ -13,8 +13,9 @@
                      small_free, trained once by the train CLI's main
                      (in-process)
 
-Tests that need minutes (real-data trainings, subprocess CLIs, every-clip
-loads) are marked `slow`: `pytest -m "not slow"` is the fast loop.
+Tests that train (compile and run a training step), roll out real data,
+start CLIs as subprocesses or load every clip are marked `slow`:
+`pytest -m "not slow"` is the fast loop.
 """
 
 import os

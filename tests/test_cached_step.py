@@ -62,6 +62,7 @@ def test_other_models_keep_the_rollout_step(name, overrides):
   assert isinstance(state, rollout.State)
 
 
+@pytest.mark.slow
 def test_cached_step_does_less_work():
   cfg = configs.get_config("memmlp41")
   variables = jax.tree.map(jnp.asarray, export.random_variables(cfg))

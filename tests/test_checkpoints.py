@@ -7,6 +7,7 @@ import sys
 
 import jax
 import numpy as np
+import pytest
 
 from memmlp_jax import checkpoints
 from memmlp_jax import export
@@ -36,6 +37,7 @@ def test_latest_step_of_a_missing_stage_is_none(tmp_path):
   assert checkpoints.latest_step(str(tmp_path / "memmlp")) is None
 
 
+@pytest.mark.slow
 def test_inference_code_does_not_import_the_trainer():
   """The inference CLIs name no trainer module, and the library modules they
   use pull none in (one process: the CLIs' flags would collide)."""

@@ -36,6 +36,7 @@ def problem():
   return start, target, head
 
 
+@pytest.mark.slow
 def test_ik_moves_fk_onto_the_targets(problem):
   start, target, head = problem
   refined = ik.refine(start, target, head, BODY)

@@ -94,6 +94,35 @@ def test_release_writes_the_file_its_checksum_and_the_card(released):
   assert release.dtype == "float16" and release.step == release.config.steps
 
 
+def test_a_fine_tuned_run_is_carded_with_the_runs_it_started_from(
+    tiny_run, small_free, tmp_path):
+  data_dir, prepared_dir = small_free
+  tuned = tmp_path / "tuned"
+  shutil.copytree(tiny_run, tuned)
+  config = json.loads((tuned / "config.json").read_text())
+  (tuned / "config.json").write_text(json.dumps(
+      {**config, "init_from": str(tiny_run)}))
+  args = (f"--workdir={tuned}", f"--data_dir={data_dir}",
+          f"--prepared_dir={prepared_dir}",
+          f"--check_clips={','.join(TINY_CHECK)}")
+  code, output = cli.run(release_cli, f"--out={tmp_path / 'm.npz'}", *args)
+  assert code == 0, output
+  card = (tmp_path / "README.md").read_text()
+  steps, batch = config["steps"], config["batch_size"]
+  for text in ("Stage 2 ran 2 times", f"| `{tiny_run}` | 1, VQ-VAE |",
+               f"| `{tiny_run}` | 2, Mem-MLP | {steps} |",
+               "| `runs/m` | 2, Mem-MLP, fine-tuned |",
+               f"| all | 2 | {2 * steps:,} | | {2 * steps * batch:,} |",
+               f"--workdir={tiny_run} \\", f"--init_from={tiny_run} \\"):
+    assert text in card, text
+  # The run it fine-tunes is gone: named, and nothing written.
+  (tuned / "config.json").write_text(json.dumps(
+      {**config, "init_from": str(tmp_path / "gone")}))
+  code, output = cli.run(release_cli, f"--out={tmp_path / 'n.npz'}", *args)
+  assert code == 1 and f"fine-tunes {tmp_path / 'gone'}" in output, output
+  assert not (tmp_path / "n.npz").exists()
+
+
 def test_release_predicts_as_its_run(released, tiny_run):
   path, data_dir = released
   cfg, params = checkpoints.restore(str(tiny_run))
@@ -241,8 +270,10 @@ def test_resolve_prefers_the_workdir_then_the_shipped_file(tmp_path,
 
 
 def _model_files():
-  """The tiny release always; the repository's file once it ships one."""
-  return ["tiny"] + (["shipped"] if SHIPPED.exists() else [])
+  """The tiny release always; the repository's file once it ships one (a
+  rollout of real clips through the full-size model: slow)."""
+  shipped = [pytest.param("shipped", marks=pytest.mark.slow)]
+  return ["tiny"] + (shipped if SHIPPED.exists() else [])
 
 
 @pytest.fixture(params=_model_files())

@@ -107,6 +107,7 @@ def _config(**recipe):
                          batch_size=8, **recipe)
 
 
+@pytest.mark.slow
 def test_memory_is_empty_at_a_clip_start_and_own_prediction_after():
   """At clip frames 0 and 1 the training memory equals the rollout's."""
   config = _config(memory_source="own")
@@ -149,6 +150,7 @@ def test_truth_memory_reads_the_true_window_plus_noise():
   assert 0.08 < noise.std() < 0.12
 
 
+@pytest.mark.slow
 def test_every_recipe_trains_and_resumes_bitwise(tmp_path):
   """A run stopped after 2 steps and resumed equals an uninterrupted one."""
   config = _config(memory_source="own", start_share=0.5, memory_noise=0.05,
@@ -171,6 +173,7 @@ def test_every_recipe_trains_and_resumes_bitwise(tmp_path):
                                 "fk_pos"}
 
 
+@pytest.mark.slow
 def test_loss_weight_lr_moves_the_log_variances_faster():
   split = _split()
   moved = {}
@@ -275,6 +278,7 @@ def test_alpha_draws_per_window_or_per_element(per):
     assert spread.min() > 0.1
 
 
+@pytest.mark.slow
 def test_avatarposer_dropout_only_in_training():
   cfg = configs.get_config("avatarposer", num_layers=1, embed_dim=16,
                            ff_dim=32, num_heads=2, dropout=0.5)
@@ -342,6 +346,7 @@ def test_output_velocity_loss_compares_successive_outputs():
   del rng
 
 
+@pytest.mark.slow
 def test_output_velocity_recipe_trains_every_model():
   split = _split()
   for name, extra in (("memmlp41", TINY), ("agrol_mlp41", dict(

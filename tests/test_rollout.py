@@ -177,6 +177,7 @@ def test_plan_lanes_keeps_padding_small():
   assert padded >= 2326
 
 
+@pytest.mark.slow
 def test_real_config_step_equals_scan():
   cfg = configs.get_config("memmlp41", window=6, latent_dim=16, num_blocks=2,
                            memory_dim=8, vq_hidden=16, vq_codebook_size=8,
@@ -190,6 +191,7 @@ def test_real_config_step_equals_scan():
   np.testing.assert_allclose(scanned["pos"], streamed["pos"], atol=1e-5)
 
 
+@pytest.mark.slow
 def test_docstring_example_runs():
   failures, tried = doctest.testmod(rollout, verbose=False)
   assert tried > 0 and failures == 0

@@ -16,6 +16,7 @@ import optax
 import pytest
 
 from experiments import train as train_cli
+from memmlp_jax import checkpoints
 from memmlp_jax import skeleton
 from memmlp_jax import train
 from memmlp_jax.data import prepared
@@ -97,6 +98,7 @@ def test_learning_rate_schedules():
 # ---------------------------------------------------------------- stage 2
 
 
+@pytest.mark.slow
 def test_vq_encoder_and_codebook_stay_bitwise_frozen():
   config = _config(weight_decay=0.1, learning_rate=1e-2)
   split = _synthetic_split()
@@ -116,6 +118,7 @@ def test_vq_encoder_and_codebook_stay_bitwise_frozen():
   assert not _leaves_equal(after["loss"], before["loss"])
 
 
+@pytest.mark.slow
 def test_micro_batches_give_the_full_batch_step():
   """Without random draws in the loss (no memory), k equal micro-batches
   give the full batch's gradient, so the same step to float rounding; with
@@ -289,6 +292,24 @@ def test_kill_9_then_resume_ends_bitwise_equal(small_free, tiny_run,
   assert code == 0, out
   assert "resuming from the checkpoint at step" in caplog.text
   assert _leaves_equal(_final_params(killed), _final_params(tiny_run))
+
+
+@pytest.mark.slow
+def test_fine_tuning_records_the_run_it_starts_from(small_free, tiny_run,
+                                                    tmp_path):
+  import cli  # pylint: disable=g-import-not-at-top
+  data_dir, prepared_dir = small_free
+  workdir = tmp_path / "tuned"
+  code, out = cli.run(train_cli, f"--flagfile={TINY_FLAGS}",
+                      f"--data_dir={data_dir}",
+                      f"--prepared_dir={prepared_dir}", f"--workdir={workdir}",
+                      f"--init_from={tiny_run}", "--steps=2",
+                      "--checkpoint_every=2", "--eval_every=2")
+  assert code == 0, out
+  saved = json.loads((workdir / "config.json").read_text())
+  assert saved["init_from"] == str(tiny_run)
+  assert checkpoints.latest_step(str(workdir / "memmlp")) == 2
+  assert not (workdir / "vqvae").exists()  # stage 1 is tiny_run's
 
 
 def test_cli_rejects_bad_input_before_any_work(tmp_path):
