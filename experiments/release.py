@@ -19,7 +19,6 @@ import json
 import os
 import shlex
 import sys
-from typing import Any
 
 from absl import app
 from absl import flags
@@ -179,7 +178,8 @@ def _recipe_table(config: run_config.RunConfig) -> str:
   return "\n".join(rows)
 
 
-def _lineage(config: run_config.RunConfig) -> list[tuple[str, Any]]:
+def _lineage(
+    config: run_config.RunConfig) -> list[tuple[str, run_config.RunConfig]]:
   """[(workdir, RunConfig)] of the runs ``config`` fine-tunes, oldest first."""
   runs = []
   while config.init_from:
@@ -199,7 +199,7 @@ def _lineage(config: run_config.RunConfig) -> list[tuple[str, Any]]:
 def _training(release: pretrained.Release, lineage, base: str) -> str:
   """The card's Training section: budget, recipe and the commands."""
   config, window = release.config, release.config.model.window
-  runs = lineage + [(os.path.join("runs", base), config)]
+  runs = [*lineage, (os.path.join("runs", base), config)]
   rows = [f"| run | stage | steps | batch (windows of {window} frames) "
           "| windows seen |", "| --- | --- | --- | --- | --- |"]
   for i, (path, run) in enumerate(runs):
@@ -253,7 +253,6 @@ def card(name: str, size: int, digest: str, release: pretrained.Release,
   check = release.check
   clips = ", ".join(f"`{c}`" for c in check["clips"])
   base = os.path.splitext(name)[0]
-  lineage = list(lineage)
   return f"""# The shipped model: {base}
 
 `{name}` is Mem-MLP ({model}): {counts['total']:,} parameters, of which

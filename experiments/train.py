@@ -173,18 +173,18 @@ def _check_inputs():
 
 def _start_params(config: train.RunConfig):
   """Stage 2's starting params from --init_from's run, or None."""
-  if not _INIT_FROM.value:
+  if not config.init_from:
     return None
   if config.stage == "vqvae":
     raise app.UsageError("--init_from starts stage 2; drop --stage=vqvae")
   try:
-    cfg, params = train.restore(_INIT_FROM.value)
+    cfg, params = train.restore(config.init_from)
   except (FileNotFoundError, OSError, ValueError, KeyError) as e:
-    raise app.UsageError(f"--init_from {_INIT_FROM.value}: cannot restore a "
+    raise app.UsageError(f"--init_from {config.init_from}: cannot restore a "
                          f"trained model ({e})") from None
   if cfg != config.model:
     raise app.UsageError(
-        f"--init_from {_INIT_FROM.value}: its model is {cfg}, this run's "
+        f"--init_from {config.init_from}: its model is {cfg}, this run's "
         f"{config.model}; give the same --model and --model_override")
   return {"model": params, "loss": losses.init_log_vars(cfg)}
 
