@@ -12,10 +12,14 @@
   tiny_run           the workdir of one run of experiments/flags/tiny.flags on
                      small_free, trained once by the train CLI's main
                      (in-process)
+  random_run         the workdir of tiny.flags' model at its random
+                     initialisation, saved as training saves a run: for
+                     tests that need a run but not a trained one
 
 Tests that train (compile and run a training step), roll out real data,
 start CLIs as subprocesses or load every clip are marked `slow`:
-`pytest -m "not slow"` is the fast loop.
+`pytest -m "not slow"` is the fast loop. A test that asks for tiny_run is
+marked `slow` here (the fixture trains).
 """
 
 import os
@@ -46,6 +50,13 @@ TINY_FLAGS = REPO / "experiments" / "flags" / "tiny.flags"
 # Real clips for the data-bound tests: two CMU subjects of the free protocol
 # (both have train and test clips; the notebook streams 02_01).
 SUBJECTS = ("02.zip", "35.zip")
+
+
+def pytest_collection_modifyitems(items):
+  """A test that needs the trained tiny run trains (once per session)."""
+  for item in items:
+    if "tiny_run" in getattr(item, "fixturenames", ()):
+      item.add_marker(pytest.mark.slow)
 
 
 def has_free_data() -> bool:
@@ -139,4 +150,20 @@ def tiny_run(small_free, tmp_path_factory):
                          f"--prepared_dir={prepared_dir}",
                          f"--workdir={workdir}")
   assert code == 0, output[-3000:]
+  return workdir
+
+
+@pytest.fixture(scope="session")
+def random_run(tmp_path_factory):
+  """The workdir (pathlib.Path) of tiny.flags' model at random weights."""
+  import saved_runs  # pylint: disable=g-import-not-at-top
+  from memmlp_jax.models import configs  # pylint: disable=g-import-not-at-top
+  flag_values = {}  # tiny.flags' --model and --model_override lines
+  for line in TINY_FLAGS.read_text().splitlines():
+    name, _, value = line.partition("=")
+    flag_values.setdefault(name, []).append(value)
+  overrides = configs.parse_overrides(flag_values["--model_override"])
+  cfg = configs.get_config(flag_values["--model"][0], **overrides)
+  workdir = tmp_path_factory.mktemp("random") / "run"
+  saved_runs.save_random_run(workdir, cfg)
   return workdir

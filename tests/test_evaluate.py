@@ -1,4 +1,4 @@
-"""Evaluation on real BVH clips with a tiny trained run; the CLI; bad input."""
+"""Evaluation on real BVH clips with a tiny run (random weights); the CLI; bad input."""
 
 import json
 import os
@@ -16,11 +16,10 @@ from memmlp_jax import checkpoints
 from memmlp_jax import evaluation
 from memmlp_jax import metrics
 from memmlp_jax import run_config
-from memmlp_jax import train
 from memmlp_jax.data import bvh
-from memmlp_jax.data import prepared
 from memmlp_jax.models import configs
 import cli
+import saved_runs
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 DATA = os.path.join(REPO, os.environ.get("MEMMLP_DATA", "../shared/data"))
@@ -48,27 +47,14 @@ def clips(bvh_dir):
 
 
 @pytest.fixture(scope="module")
-def run(tmp_path_factory, clips):
-  """A tiny Mem-MLP (no VQ code, to skip stage 1) trained for two steps."""
-  loaded, skeleton = clips
-  lengths = [len(c.sparse) for c in loaded]
-  starts = np.concatenate([[0], np.cumsum(lengths)[:-1]])
-  split = prepared.Split(
-      sparse=np.concatenate([c.sparse for c in loaded]),
-      rot6d=np.concatenate([c.rot6d for c in loaded]),
-      pos=np.concatenate([c.pos for c in loaded]),
-      clips=[prepared.ClipSpan(c.name, "bvh", int(s), n)
-             for c, s, n in zip(loaded, starts, lengths)],
-      skeleton=skeleton)
-  cfg = configs.get_config("memmlp41", window=WINDOW, latent_dim=16,
-                           num_blocks=2, head_blocks=1, memory_dim=8,
-                           use_vq_code=False)
-  config = train.RunConfig(model=cfg, steps=2, batch_size=4, vq_steps=2,
-                           vq_batch_size=4, checkpoint_every=1, log_every=1,
-                           eval_every=1, eval_batches=0)
-  workdir = str(tmp_path_factory.mktemp("run"))
-  train.train(config, workdir, split)
-  return workdir
+def run(tmp_path_factory):
+  """A tiny Mem-MLP (no VQ code) at random weights, saved as training
+  saves a run: evaluation needs a run, not a trained one."""
+  workdir = tmp_path_factory.mktemp("run")
+  saved_runs.save_random_run(workdir, configs.get_config(
+      "memmlp41", window=WINDOW, latent_dim=16, num_blocks=2, head_blocks=1,
+      memory_dim=8, use_vq_code=False))
+  return str(workdir)
 
 
 def _cli(*args):

@@ -1,8 +1,9 @@
 """TFLite export of the streaming step: parity with JAX, sidecar, bad input.
 
 One tiny Mem-MLP (memory block, VQ code, both heads) with random weights is
-saved as a training workdir and exported once through the experiments.export
-CLI; the tests stream real CMU frames through it and through rollout.step.
+saved as a training workdir and exported once by the experiments.export
+CLI's main (in-process); the tests stream real CMU frames through it and
+through rollout.step. The program itself is started once (slow).
 """
 
 import json
@@ -60,9 +61,9 @@ def exported(tmp_path_factory):
   saved_runs.save_random_run(root / "run", configs.get_config("memmlp41",
                                                               **TINY))
   path = str(root / "model.tflite")
-  result = _run_cli(f"--workdir={root / 'run'}", f"--out={path}",
-                    "--parity_clips=0")
-  assert result.returncode == 0, result.stderr[-2000:]
+  code, output = cli.run(export_cli, f"--workdir={root / 'run'}",
+                         f"--out={path}", "--parity_clips=0")
+  assert code == 0, output[-2000:]
   cfg, params = train.restore(str(root / "run"))
   return cfg, {"params": params}, path
 
@@ -182,6 +183,17 @@ def test_cli_without_checkpoint_says_so(tmp_path):
   assert code == 2
   assert "no trained model checkpoint" in output
   assert "Traceback" not in output
+  assert not (tmp_path / "m.tflite").exists()
+
+
+@pytest.mark.slow
+def test_cli_smoke(tmp_path):
+  """The program itself, once: its flags, its exit code, its message."""
+  train.save_config(str(tmp_path),
+                    train.RunConfig(model=configs.get_config("memmlp41")))
+  result = _run_cli(f"--workdir={tmp_path}", f"--out={tmp_path / 'm.tflite'}")
+  assert result.returncode == 2, result.stderr[-2000:]
+  assert "no trained model checkpoint" in result.stderr + result.stdout
   assert not (tmp_path / "m.tflite").exists()
 
 

@@ -124,14 +124,14 @@ def test_pinned_sequence_is_smooth_across_a_lost_hand():
 
 
 def test_evaluate_pin_hands_moves_only_the_arms_onto_the_tracked_wrists(
-    tiny_run, small_free):
+    random_run, small_free):
   from memmlp_jax import checkpoints
   from memmlp_jax import evaluation
   data_dir, prepared_dir = small_free
   clips, skeleton = evaluation.protocol_clips("free", data_dir, prepared_dir,
                                               fetch_missing=False)
   clips = clips[:2]
-  cfg, params = checkpoints.restore(str(tiny_run))
+  cfg, params = checkpoints.restore(str(random_run))
   free, _ = evaluation.evaluate(cfg, params, clips, skeleton, lanes=2)
   pinned, _ = evaluation.evaluate(cfg, params, clips, skeleton,
                                   pin_hands=True, lanes=2)

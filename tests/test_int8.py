@@ -72,9 +72,9 @@ def test_int8_keeps_the_jitter_of_fp32(tiny_run, small_free, tmp_path):
   assert "int8" in {t for name, t in types.items() if name not in kept}
 
 
-def test_calibration_samples_are_steps_of_a_rollout(tiny_run, small_free):
+def test_calibration_samples_are_steps_of_a_rollout(random_run, small_free):
   _, prepared_dir = small_free
-  cfg, params = checkpoints.restore(str(tiny_run))
+  cfg, params = checkpoints.restore(str(random_run))
   sequence = prepared.load_split(prepared_dir, "train").sparse[:60]
   samples = calibration.rollout_samples(cfg, {"params": params}, [sequence],
                                         frames=40, per_sequence=5)

@@ -239,6 +239,7 @@ def _serve_in_thread(stepper, **options):
   return receiver.getsockname(), client, stop, thread, result
 
 
+@pytest.mark.slow
 def test_loopback_replay_answers_every_frame_of_a_real_recording(
     walk, stepper, tmp_path):
   times, values = walk
@@ -290,6 +291,7 @@ def test_server_survives_garbage_on_the_wire(walk, stepper):
   assert served["datagrams"] == 10 and served["answers"] == 5
 
 
+@pytest.mark.slow
 def test_live_cli_runs_for_its_duration_and_writes_stats(run, tmp_path):
   result = _run_cli("experiments.live", f"--workdir={run}",
                     "--listen=127.0.0.1:0", "--duration=0.3", "--pin_hands",

@@ -17,14 +17,12 @@ import pytest
 
 from experiments import predict
 from memmlp_jax import skeleton as skeleton_lib
-from memmlp_jax import train
 from memmlp_jax import render
 from memmlp_jax.data import asfamc
 from memmlp_jax.data import bvh
-from memmlp_jax.data import motion as motion_lib
-from memmlp_jax.data import prepared
 from memmlp_jax.data import tracking
 from memmlp_jax.models import configs
+import saved_runs
 import synthetic_amass
 import test_tracking  # the Unity recording writer of the tracking tests
 
@@ -62,25 +60,14 @@ def cmu(tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
-def run(tmp_path_factory, cmu):
-  """A very small Mem-MLP (memory, no VQ code) trained for two steps.
-
-  The run config of test_evaluate.py's run: the compiled train step is
-  shared through the session's XLA cache.
-  """
-  feats = motion_lib.features(cmu[1])
-  split = prepared.Split(
-      feats["sparse"], feats["rot6d"], feats["pos"],
-      [prepared.ClipSpan("cmu/02_01", "cmu/02", 0, len(feats["sparse"]))],
-      skeleton_lib.SMPL_NEUTRAL)
-  cfg = configs.get_config("memmlp41", window=8, latent_dim=16, num_blocks=2,
-                           head_blocks=1, memory_dim=8, use_vq_code=False)
-  config = train.RunConfig(model=cfg, steps=2, batch_size=4, vq_steps=2,
-                           vq_batch_size=4, checkpoint_every=1, log_every=1,
-                           eval_every=1, eval_batches=0)
-  workdir = str(tmp_path_factory.mktemp("run"))
-  train.train(config, workdir, split)
-  return workdir
+def run(tmp_path_factory):
+  """A very small Mem-MLP (memory, no VQ code) at random weights, saved as
+  training saves a run."""
+  workdir = tmp_path_factory.mktemp("run")
+  saved_runs.save_random_run(workdir, configs.get_config(
+      "memmlp41", window=8, latent_dim=16, num_blocks=2, head_blocks=1,
+      memory_dim=8, use_vq_code=False))
+  return str(workdir)
 
 
 def _main(**flag_values):

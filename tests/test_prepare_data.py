@@ -176,6 +176,7 @@ def _cli(*args, cwd):
       capture_output=True, text=True, timeout=120, check=False)
 
 
+@pytest.mark.slow
 def test_cli_prepares_reports_and_previews(amass_data, tmp_path):
   root, model = amass_data
   gif = tmp_path / "preview.gif"

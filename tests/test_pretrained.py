@@ -270,10 +270,12 @@ def test_resolve_prefers_the_workdir_then_the_shipped_file(tmp_path,
 
 
 def _model_files():
-  """The tiny release always; the repository's file once it ships one (a
-  rollout of real clips through the full-size model: slow)."""
+  """The tiny release (of the trained tiny run: slow) always; the
+  repository's file once it ships one (a rollout of real clips through the
+  full-size model: slow)."""
   shipped = [pytest.param("shipped", marks=pytest.mark.slow)]
-  return ["tiny"] + (shipped if SHIPPED.exists() else [])
+  return [pytest.param("tiny", marks=pytest.mark.slow)] + (
+      shipped if SHIPPED.exists() else [])
 
 
 @pytest.fixture(params=_model_files())
