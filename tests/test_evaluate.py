@@ -1,4 +1,4 @@
-"""Evaluation on real BVH clips with a tiny run (random weights); the CLI; bad input."""
+"""Evaluation on real BVH clips with a tiny run at random weights; the CLI."""
 
 import json
 import os

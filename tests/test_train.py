@@ -156,24 +156,22 @@ def test_micro_batches_give_the_full_batch_step():
     _config(micro_batches=3)
 
 
-@pytest.mark.slow
-def test_short_run_on_real_data(small_free, tmp_path):
-  """Stage 1 uses its codebook; stage 2 lowers every loss term."""
+def test_short_run_on_real_data(small_free, tiny_run):
+  """The session's tiny.flags run: stage 1 uses its codebook; stage 2
+  lowers every loss term."""
   _, prepared_dir = small_free
   train_split = prepared.load_split(prepared_dir, "train")
-  config = _config(steps=40, vq_steps=60, batch_size=16, vq_batch_size=16,
-                   learning_rate=2e-3, augment=("yaw", "mirror"),
-                   log_every=20)
-  workdir = str(tmp_path / "run")
-  train.train(config, workdir, train_split)
+  config = checkpoints.load_config(str(tiny_run))
+  workdir = str(tiny_run)
   sampler = train.dataset.WindowSampler(train_split, config.model.window, 64,
                                         123)
   batch = sampler.batch(0)
   current, _ = train.dataset.split_window(batch)
   vq = train.trained_vq(config, workdir, train_split)
-  codes = vqvae.VQEncoder(config.model).apply(
-      {"params": vq}, current["sparse"],
-      np.concatenate([current["rot6d"], current["pos"]], -1))
+  encode = jax.jit(lambda params, sparse, motion: vqvae.VQEncoder(
+      config.model).apply({"params": params}, sparse, motion))
+  codes = encode(vq, current["sparse"],
+                 np.concatenate([current["rot6d"], current["pos"]], -1))
   perplexity = float(vqvae.codebook_usage(codes["one_hot"])["perplexity"])
   assert perplexity > 8, perplexity  # of 32 codes, over 1024 frames
   # Every loss on the same fixed batch, before and after training.
@@ -181,8 +179,8 @@ def test_short_run_on_real_data(small_free, tmp_path):
   stage = train.build_stage("memmlp", config, train_split)
   _, trained = train.restore(workdir)
   params_after = {"model": trained, "loss": {}}
-  params_before = train.init_memmlp_params(cfg, jax.random.PRNGKey(0),
-                                           trained["vq"])
+  params_before = jax.jit(train.init_memmlp_params, static_argnums=0)(
+      cfg, jax.random.PRNGKey(0), trained["vq"])
   evaluate = jax.jit(lambda params: train.memmlp_loss(
       stage.model, config, {**params, "loss": params_before["loss"]}, batch,
       jax.random.PRNGKey(0), train=False)[1])
