@@ -153,7 +153,9 @@ def main(argv):
   if not os.path.isdir(out_dir):
     _fail(f"--out: folder {out_dir} does not exist", 2)
   try:
-    cfg, params = pretrained.restore(pretrained.resolve(FLAGS.workdir))
+    source = pretrained.resolve(FLAGS.workdir)
+    cfg, params = pretrained.restore(source)
+    trained_int8 = pretrained.run_config(source).fake_quant == "int8"
   except (FileNotFoundError, pretrained.PretrainedError) as e:
     _fail(str(e), 2)
   variables = {"params": params}
@@ -164,9 +166,10 @@ def main(argv):
     except (prepared.PreparedError, OSError, ValueError) as e:
       _fail(f"calibration data: {e}")
   try:
+    # A model fine-tuned under the int8 arithmetic is exported as trained.
     tflite, sidecar = convert.export_model(
         cfg, variables, quantize=_QUANTIZE.value,
-        representative=representative)
+        representative=representative, smooth=not trained_int8)
   except convert.ExportError as e:
     _fail(str(e))
   sidecar_file = sidecar_lib.save(tflite, sidecar, FLAGS.out)

@@ -95,6 +95,10 @@ _MEMORY_NOISE = flags.DEFINE_float(
 _START_SHARE = flags.DEFINE_float(
     "start_share", _DEFAULT.start_share, "Share of crops ending within a "
     "clip's first frames, padded with an empty memory as the rollout starts.")
+_FAKE_QUANT = flags.DEFINE_enum(
+    "fake_quant", _DEFAULT.fake_quant, train.FAKE_QUANT,
+    "int8: stage 2 computes the block Linears as the int8 export does "
+    "(quantization-aware training; fine-tune with --init_from).")
 _VQ_AUGMENT = flags.DEFINE_bool("vq_augment", _DEFAULT.vq_augment,
                                 "Stage 1 sees stage 2's augmentation.")
 _VQ_STEPS = flags.DEFINE_integer("vq_steps", _DEFAULT.vq_steps,
@@ -145,6 +149,7 @@ def _run_config() -> train.RunConfig:
         loss_weight_lr=_LOSS_WEIGHT_LR.value,
         memory_source=_MEMORY_SOURCE.value, memory_noise=_MEMORY_NOISE.value,
         start_share=_START_SHARE.value, init_from=_INIT_FROM.value,
+        fake_quant=_FAKE_QUANT.value,
         vq_augment=_VQ_AUGMENT.value,
         vq_steps=_VQ_STEPS.value,
         vq_batch_size=_VQ_BATCH_SIZE.value, vq_learning_rate=_VQ_LR.value,

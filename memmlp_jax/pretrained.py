@@ -104,6 +104,14 @@ def restore(source: str):
   return checkpoints.restore(source)
 
 
+def run_config(source: str):
+  """The RunConfig a training run's folder or a release file was trained
+  with."""
+  if os.path.isfile(source):
+    return load(source).config
+  return checkpoints.load_config(source)
+
+
 def stored(params, dtype: str) -> dict:
   """``params`` as a release file stored at ``dtype`` gives them back."""
   if dtype not in DTYPES:

@@ -23,6 +23,7 @@ CONFIG_FILE = "config.json"
 _RESUMABLE_FIELDS = ("stage", "checkpoint_every", "log_every", "eval_every",
                      "eval_batches")
 MEMORY_SOURCES = ("truth", "own")
+FAKE_QUANT = ("none", "int8")  # fake_quant.MODES (that module imports Flax)
 OPTIMIZERS = ("adamw", "adam")
 
 
@@ -60,6 +61,9 @@ class RunConfig:
   # The run (workdir) whose trained model stage 2 starts from: fine-tuning,
   # with that run's stage 1 (its VQ part frozen) in place of this one's.
   init_from: str | None = None
+  # Stage 2 computes the backbone's and heads' block Linears as the chosen
+  # int8 export does ("int8": quantization-aware training, fake_quant.py).
+  fake_quant: str = "none"
   vq_steps: int = 1000
   vq_batch_size: int = 256
   vq_learning_rate: float = 1e-3
@@ -86,6 +90,9 @@ class RunConfig:
     if self.memory_source not in MEMORY_SOURCES:
       raise ValueError(f"memory_source must be one of {MEMORY_SOURCES}, got "
                        f"{self.memory_source!r}")
+    if self.fake_quant not in FAKE_QUANT:
+      raise ValueError(f"fake_quant must be one of {FAKE_QUANT}, got "
+                       f"{self.fake_quant!r}")
     if self.optimizer not in OPTIMIZERS:
       raise ValueError(f"optimizer must be one of {OPTIMIZERS}, got "
                        f"{self.optimizer!r}")

@@ -40,6 +40,7 @@ import optax
 import orbax.checkpoint as ocp
 
 from memmlp_jax import checkpoints
+from memmlp_jax import fake_quant
 from memmlp_jax import losses
 from memmlp_jax import rollout
 from memmlp_jax import run_config
@@ -57,6 +58,7 @@ RunConfig = run_config.RunConfig
 ConfigMismatchError = run_config.ConfigMismatchError
 STAGES = run_config.STAGES
 MEMORY_SOURCES = run_config.MEMORY_SOURCES
+FAKE_QUANT = run_config.FAKE_QUANT
 OPTIMIZERS = run_config.OPTIMIZERS
 same_run = run_config.same_run
 check_workdir = run_config.check_workdir
@@ -222,7 +224,14 @@ def memory_inputs(model, config: RunConfig, params, windows, clip_frame, key,
 
 def memmlp_loss(model, config: RunConfig, params, batch, key, train: bool,
                 skeleton=None):
-  """(total loss, metrics) of the model on a batch of T+history-frame crops."""
+  """(total loss, metrics) of the model on a batch of T+history-frame crops,
+  every apply computing what ``config.fake_quant``'s export computes."""
+  with fake_quant.simulated(config.fake_quant):
+    return _memmlp_loss(model, config, params, batch, key, train, skeleton)
+
+
+def _memmlp_loss(model, config: RunConfig, params, batch, key, train: bool,
+                 skeleton):
   cfg = config.model
   windows = dataset.windows(batch, cfg.window)
   current = windows[-1]

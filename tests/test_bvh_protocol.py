@@ -95,7 +95,8 @@ def test_train_then_fine_tune_on_the_folder(folder_and_map, tmp_path):
       train.RunConfig(learning_rate=1e-9, final_learning_rate=1e-9,
                       **options), str(tmp_path / "tuned"), train_split,
       start_params={"model": trained, "loss": losses.init_log_vars(cfg)})
-  fresh = train.init_memmlp_params(cfg, jax.random.PRNGKey(0))
+  fresh = jax.jit(train.init_memmlp_params, static_argnums=0)(
+      cfg, jax.random.PRNGKey(0))
   gap = lambda a, b: max(jax.tree.leaves(jax.tree.map(
       lambda x, y: float(np.abs(np.asarray(x) - np.asarray(y)).max()), a, b)))
   assert gap(tuned["model"], trained) < 1e-6

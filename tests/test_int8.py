@@ -9,11 +9,14 @@ and in int8, through the exported files.
 
 import json
 
+import jax
+import jax.numpy as jnp
 import numpy as np
 import pytest
 
 from memmlp_jax import checkpoints
 from memmlp_jax import dims
+from memmlp_jax import fake_quant
 from memmlp_jax import metrics
 from memmlp_jax.data import prepared
 from memmlp_jax.export import calibration
@@ -89,3 +92,60 @@ def test_calibration_samples_are_steps_of_a_rollout(random_run, small_free):
   with pytest.raises(ValueError, match="no sequence"):
     calibration.rollout_samples(cfg, {"params": params}, [sequence[:10]],
                                 frames=40)
+
+
+@pytest.mark.slow
+def test_fake_quant_computes_what_the_int8_export_computes(random_run,
+                                                           small_free,
+                                                           tmp_path):
+  """Per step, on the same state: the JAX step under fake_quant.simulated
+  ("int8") is far closer to the int8 .tflite than the float step is."""
+  _, prepared_dir = small_free
+  cfg, params = checkpoints.restore(str(random_run))
+  variables = {"params": params}
+  sequence = prepared.load_split(prepared_dir, "test").sparse[:40]
+  representative = calibration.rollout_samples(
+      cfg, variables, [sequence], frames=30, per_sequence=4)
+  tflite, sidecar = convert.export_model(
+      cfg, variables, quantize="int8", representative=representative,
+      smooth=False)
+  path = str(tmp_path / "int8.tflite")
+  sidecar_lib.save(tflite, sidecar, path)
+  streamer = runner.TFLiteStreamer(path)
+  initial, float_step = convert.streaming_step(cfg, variables)
+  float_step = jax.jit(float_step)
+  with fake_quant.simulated("int8"):
+    # Traced here, so its block Linears are the simulated ones.
+    simulated_step = jax.jit(convert.streaming_step(cfg, variables)[1])
+    simulated_step(initial, sequence[:1])
+  state, errors = initial, {"simulated": [], "float": []}
+  for frame in np.asarray(sequence, np.float32):
+    inputs = {name: np.asarray(leaf)
+              for name, leaf in convert.state_layout(state)}
+    _, exported = streamer.step(inputs, frame)
+    _, reference = float_step(state, frame[None])
+    state, simulated = simulated_step(state, frame[None])
+    for name, pose in (("simulated", simulated), ("float", reference)):
+      errors[name].append(np.abs(np.asarray(pose["rot6d"])
+                                 - exported["rot6d"]).mean())
+  simulated, reference = np.mean(errors["simulated"]), np.mean(errors["float"])
+  assert reference > 1e-5, errors  # the int8 export does round
+  assert simulated < 0.05 * reference, (simulated, reference)
+
+
+def test_fake_quant_rounds_forward_and_passes_gradients_through():
+  x = jnp.asarray([[-1.03, 0.0031, 0.517, 2.09], [0.113, 0.21, 0.33, 0.47]])
+  rounded = fake_quant.int8_rows(x)
+  # Each row on its own grid of 255 steps over [min(0, lo), max(0, hi)]:
+  # within half a step, and 0 exact.
+  steps = (jnp.maximum(x.max(-1), 0) - jnp.minimum(x.min(-1), 0)) / 255
+  assert (jnp.abs(rounded - x) <= steps[:, None] / 2 + 1e-7).all()
+  assert float(fake_quant.int8_rows(jnp.zeros((1, 3))).sum()) == 0.0
+  kernel = jnp.asarray([[0.5, -0.02], [-1.0, 0.01]])
+  q = fake_quant.int8_channels(kernel)
+  np.testing.assert_allclose(q[:, 0] * 127 / 1.0, jnp.round(kernel[:, 0] * 127))
+  grad = jax.grad(lambda v: (fake_quant.int8_rows(v) ** 2).sum())(x)
+  np.testing.assert_allclose(grad, 2 * fake_quant.int8_rows(x))
+  with pytest.raises(ValueError, match="fake_quant"):
+    with fake_quant.simulated("int4"):
+      pass

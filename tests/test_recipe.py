@@ -362,3 +362,24 @@ def test_output_velocity_recipe_trains_every_model():
                                     start_share=0.5)
     state, metrics = step(state, sampler.batch(0))
     assert np.isfinite(float(metrics["loss/output_vel"]))
+
+
+@pytest.mark.slow
+def test_fake_quant_rounds_the_block_linears_in_the_loss():
+  """fake_quant="int8": the loss of the same params and batch moves a
+  little (the block Linears' int8 rounding), and its gradient is finite."""
+  split = _split()
+  values = {}
+  for mode in ("none", "int8"):
+    config = _config(fake_quant=mode)
+    stage = train.build_stage("memmlp", config, split)
+    params = stage.init_params()
+    batch = dataset.WindowSampler(split, config.model.window + 1, 8,
+                                  0).batch(0)
+    loss, grads = jax.jit(jax.value_and_grad(
+        lambda p, b, c=config, m=stage.model: train.memmlp_loss(
+            m, c, p, b, jax.random.PRNGKey(0), train=True)[0]))(params, batch)
+    assert all(np.isfinite(g).all() for g in jax.tree.leaves(grads))
+    values[mode] = float(loss)
+  assert values["int8"] != values["none"]
+  assert abs(values["int8"] - values["none"]) < 0.05 * abs(values["none"])

@@ -259,15 +259,18 @@ def make_sidecar(cfg: configs.ModelConfig, params, state, tflite: bytes,
 
 def export_model(cfg: configs.ModelConfig, variables, *,
                  quantize: str = "none", cached: bool = True,
-                 representative=None) -> tuple[bytes, dict]:
+                 representative=None, smooth: bool = True
+                 ) -> tuple[bytes, dict]:
   """(tflite bytes, sidecar) of ``cfg``'s streaming step with ``variables``.
 
   ``representative``: inputs of real steps for the calibrated int8
   variants (``CALIBRATED``); "int8" also smooths the activations with them
-  first (quantize.smooth, an exact rewrite of the parameters).
+  first (quantize.smooth, an exact rewrite of the parameters) unless
+  ``smooth`` is False: a model fine-tuned with fake_quant="int8" learned the
+  rounding of its own, unsmoothed activations.
   """
   state, step = streaming_step(cfg, variables, cached=cached)
-  if quantize == "int8" and representative:
+  if quantize == "int8" and representative and smooth:
     names = [name for name, _ in state_layout(state)]
     maxima = quantize_lib.dense_input_maxima(step, state, names,
                                              representative)

@@ -1,0 +1,77 @@
+"""Quantization-aware training: the chosen int8 export, simulated in float.
+
+The chosen int8 TFLite variant (export/quantize.py) runs the Linears of the
+backbone's and the heads' MLP blocks (``blocks.MLPBlock``'s ``dense``) in
+LiteRT's dynamic-range int8: each input row is quantized at run time to
+int8 with its own scale and zero point (asymmetric, the range always holding
+0), the kernel is int8 per output channel (symmetric, [-127, 127]), and the
+products are accumulated exactly in int32. Every other op stays float.
+
+``simulated("int8")`` makes every such Linear compute exactly that, in
+float, inside a Flax apply: the same rounding the exported step does, up to
+float32 summation order. The rounding passes the gradient through unchanged
+(straight-through estimator), so a model fine-tuned under it learns weights
+whose int8 rounding noise does not shake its output from frame to frame.
+"""
+
+import contextlib
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+from memmlp_jax.models import blocks
+
+MODES = ("none", "int8")
+
+
+def _straight_through(x, rounded):
+  """``rounded`` forward, the identity's gradient backward."""
+  return x + jax.lax.stop_gradient(rounded - x)
+
+
+def int8_rows(x):
+  """Per-row asymmetric int8 of the last axis, as LiteRT quantizes a
+  dynamic-range FULLY_CONNECTED's input (range widened to hold 0)."""
+  low = jnp.minimum(x.min(axis=-1, keepdims=True), 0.0)
+  high = jnp.maximum(x.max(axis=-1, keepdims=True), 0.0)
+  scale = jnp.where(high > low, (high - low) / 255.0, 1.0)
+  zero_point = jnp.round(-128.0 - low / scale)
+  q = jnp.clip(jnp.round(x / scale) + zero_point, -128.0, 127.0)
+  return _straight_through(x, (q - zero_point) * scale)
+
+
+def int8_channels(kernel):
+  """Per-output-channel symmetric int8 of a (in, out) kernel."""
+  scale = jnp.abs(kernel).max(axis=0, keepdims=True) / 127.0
+  scale = jnp.where(scale > 0, scale, 1.0)
+  q = jnp.clip(jnp.round(kernel / scale), -127.0, 127.0)
+  return _straight_through(kernel, q * scale)
+
+
+def _is_block_linear(context) -> bool:
+  module = context.module
+  return (context.method_name == "__call__" and isinstance(module, nn.Dense)
+          and isinstance(module.parent, blocks.MLPBlock)
+          and module.name == "dense")
+
+
+def _int8_blocks(next_fun, args, kwargs, context):
+  if not _is_block_linear(context) or context.module.is_initializing():
+    return next_fun(*args, **kwargs)
+  module = context.module
+  params = module.variables["params"]
+  y = jnp.dot(int8_rows(args[0]), int8_channels(params["kernel"]))
+  return y + params["bias"] if module.use_bias else y
+
+
+@contextlib.contextmanager
+def simulated(mode: str):
+  """Within it, Flax applies compute the ``mode`` export's arithmetic."""
+  if mode not in MODES:
+    raise ValueError(f"fake_quant must be one of {MODES}, got {mode!r}")
+  if mode == "none":
+    yield
+    return
+  with nn.intercept_methods(_int8_blocks):
+    yield
