@@ -33,6 +33,7 @@ from memmlp_jax.data import dataset
 from memmlp_jax.data import prepared
 from memmlp_jax.data import protocols
 from memmlp_jax.models import configs
+from memmlp_jax.models import factory
 
 _DEFAULT_DATA = os.environ.get("MEMMLP_DATA", os.path.join("..", "shared",
                                                            "data"))
@@ -187,11 +188,15 @@ def _start_params(config: train.RunConfig):
   except (FileNotFoundError, OSError, ValueError, KeyError) as e:
     raise app.UsageError(f"--init_from {config.init_from}: cannot restore a "
                          f"trained model ({e})") from None
-  if cfg != config.model:
+  # Loss and training switches may differ (fine-tuning with another loss);
+  # the parameters must be the same.
+  if (cfg.name != config.model.name or factory.param_shapes(cfg)
+      != factory.param_shapes(config.model)):
     raise app.UsageError(
-        f"--init_from {config.init_from}: its model is {cfg}, this run's "
-        f"{config.model}; give the same --model and --model_override")
-  return {"model": params, "loss": losses.init_log_vars(cfg)}
+        f"--init_from {config.init_from}: its model is {cfg}, with other "
+        f"parameters than this run's {config.model}; give the same --model "
+        "and architecture --model_override")
+  return {"model": params, "loss": losses.init_log_vars(config.model)}
 
 
 def main(argv):

@@ -303,12 +303,23 @@ def test_fine_tuning_records_the_run_it_starts_from(small_free, tiny_run,
                       f"--data_dir={data_dir}",
                       f"--prepared_dir={prepared_dir}", f"--workdir={workdir}",
                       f"--init_from={tiny_run}", "--steps=2",
-                      "--checkpoint_every=2", "--eval_every=2")
+                      "--checkpoint_every=2", "--eval_every=2",
+                      # Another loss, the same parameters: allowed.
+                      "--model_override=last_frame_share=0.5")
   assert code == 0, out
   saved = json.loads((workdir / "config.json").read_text())
   assert saved["init_from"] == str(tiny_run)
   assert checkpoints.latest_step(str(workdir / "memmlp")) == 2
   assert not (workdir / "vqvae").exists()  # stage 1 is tiny_run's
+  # Other parameters: refused, naming the run, before any work.
+  code, out = cli.run(train_cli, f"--flagfile={TINY_FLAGS}",
+                      f"--data_dir={data_dir}",
+                      f"--prepared_dir={prepared_dir}",
+                      f"--workdir={tmp_path / 'other'}",
+                      f"--init_from={tiny_run}", "--model_override=num_blocks=3")
+  assert code != 0 and f"--init_from {tiny_run}" in out, out
+  assert "other parameters" in out
+  assert not (tmp_path / "other" / "memmlp").exists()
 
 
 def test_cli_rejects_bad_input_before_any_work(tmp_path):

@@ -47,10 +47,14 @@ def init(cfg: configs.ModelConfig, rng: jax.Array, batch: int = 1):
   return model, variables
 
 
+def param_shapes(cfg: configs.ModelConfig):
+  """The parameter tree of ``cfg`` as shapes (nothing computed)."""
+  return jax.eval_shape(lambda: init(cfg, jax.random.PRNGKey(0))[1])["params"]
+
+
 def count_params(cfg: configs.ModelConfig) -> dict[str, int]:
   """Parameter counts: total, trainable, and frozen (the VQ encoder+codebook)."""
-  shapes = jax.eval_shape(lambda: init(cfg, jax.random.PRNGKey(0))[1])
-  params = shapes["params"]
+  params = param_shapes(cfg)
   total = sum(x.size for x in jax.tree.leaves(params))
   frozen = sum(x.size for x in jax.tree.leaves(params.get("vq", {})))
   return {"total": total, "trainable": total - frozen, "frozen": frozen}
