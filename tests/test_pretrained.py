@@ -12,6 +12,8 @@ import json
 import os
 import pathlib
 import shutil
+import subprocess
+import sys
 import zipfile
 
 import jax
@@ -300,3 +302,17 @@ def test_the_cards_check_recomputes_from_the_file(model_file):
   assert pretrained.recorded_sha256(str(path)) in card
   assert (f"MPJPE {release.check['mpjpe']:.3f} cm, MPJRE "
           f"{release.check['mpjre']:.3f} deg") in card
+
+
+@pytest.mark.slow
+def test_release_cli_smoke(tmp_path):
+  """The release program itself, once: a folder that is no run is named,
+  and nothing is written."""
+  result = subprocess.run(
+      [sys.executable, "-m", "experiments.release",
+       f"--workdir={tmp_path / 'none'}", f"--out={tmp_path / 'm.npz'}"],
+      cwd=REPO, capture_output=True, text=True, timeout=300, check=False)
+  assert result.returncode == 1, result.stderr[-2000:]
+  assert f"--workdir {tmp_path / 'none'}" in result.stderr
+  assert "no run config" in result.stderr
+  assert not (tmp_path / "m.npz").exists()
