@@ -25,15 +25,19 @@ zero position delta); the rollout carries on. Before any valid frame the
 held input is identity rotations at the origin.
 
 Example (a notebook; ``cfg, variables`` would come from a trained run,
-here a small freshly initialised model):
+here a small freshly initialised model). Compile the step once and call it
+every frame:
 
->>> import jax, numpy as np
+>>> import functools, jax, numpy as np
 >>> from memmlp_jax import rollout
 >>> from memmlp_jax.models import configs, factory
 >>> cfg = configs.get_config("memmlp41", latent_dim=32, num_blocks=2)
->>> model, variables = factory.init(cfg, jax.random.PRNGKey(0))
+>>> model = factory.build(cfg)
+>>> variables = jax.jit(lambda key: factory.init(cfg, key)[1])(
+...     jax.random.PRNGKey(0))
+>>> step = jax.jit(functools.partial(rollout.step, model))
 >>> state = rollout.init_state(cfg, batch=1)
->>> state, pose = rollout.step(model, variables, state, np.zeros((1, 54)))
+>>> state, pose = step(variables, state, np.zeros((1, 54)))
 >>> pose["rot6d"].shape, pose["pos"].shape, bool(pose["lost"][0])
 ((1, 132), (1, 66), False)
 """
