@@ -155,7 +155,7 @@ def main(argv):
   try:
     source = pretrained.resolve(FLAGS.workdir)
     cfg, params = pretrained.restore(source)
-    trained_int8 = pretrained.run_config(source).fake_quant == "int8"
+    trained_int8 = pretrained.training_config(source).fake_quant == "int8"
   except (FileNotFoundError, pretrained.PretrainedError) as e:
     _fail(str(e), 2)
   variables = {"params": params}

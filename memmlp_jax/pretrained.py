@@ -104,7 +104,7 @@ def restore(source: str):
   return checkpoints.restore(source)
 
 
-def run_config(source: str):
+def training_config(source: str):
   """The RunConfig a training run's folder or a release file was trained
   with."""
   if os.path.isfile(source):

@@ -130,6 +130,9 @@ def test_release_predicts_as_its_run(released, tiny_run):
   cfg, params = checkpoints.restore(str(tiny_run))
   half = pretrained.load(str(path))
   assert half.config == checkpoints.load_config(str(tiny_run))
+  # What export reads to decide on smoothing, from a file or a folder.
+  assert pretrained.training_config(str(path)) == half.config
+  assert pretrained.training_config(str(tiny_run)) == half.config
   jax.tree.map(np.testing.assert_array_equal, half.params,
                pretrained.stored(params, "float16"))
   full = path.parent / "full.npz"
