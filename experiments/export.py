@@ -153,11 +153,10 @@ def main(argv):
   if not os.path.isdir(out_dir):
     _fail(f"--out: folder {out_dir} does not exist", 2)
   try:
-    source = pretrained.resolve(FLAGS.workdir)
-    cfg, params = pretrained.restore(source)
-    trained_int8 = pretrained.training_config(source).fake_quant == "int8"
+    config, params = pretrained.restore_run(pretrained.resolve(FLAGS.workdir))
   except (FileNotFoundError, pretrained.PretrainedError) as e:
     _fail(str(e), 2)
+  cfg = config.model
   variables = {"params": params}
   representative = None
   if _QUANTIZE.value in convert.CALIBRATED:
@@ -169,7 +168,7 @@ def main(argv):
     # A model fine-tuned under the int8 arithmetic is exported as trained.
     tflite, sidecar = convert.export_model(
         cfg, variables, quantize=_QUANTIZE.value,
-        representative=representative, smooth=not trained_int8)
+        representative=representative, smooth=config.fake_quant == "none")
   except convert.ExportError as e:
     _fail(str(e))
   sidecar_file = sidecar_lib.save(tflite, sidecar, FLAGS.out)

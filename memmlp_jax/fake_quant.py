@@ -20,9 +20,10 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from memmlp_jax import run_config
 from memmlp_jax.models import blocks
 
-MODES = ("none", "int8")
+MODES = run_config.FAKE_QUANT
 
 
 def _straight_through(x, rounded):

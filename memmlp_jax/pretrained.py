@@ -96,20 +96,19 @@ def resolve(workdir: str | None) -> str:
   return path
 
 
-def restore(source: str):
-  """(ModelConfig, params) of a training run's folder or a release file."""
+def restore_run(source: str):
+  """(RunConfig, params) of a training run's folder or a release file."""
   if os.path.isfile(source):
     release = load(source)
-    return release.config.model, release.params
-  return checkpoints.restore(source)
+    return release.config, release.params
+  _, params = checkpoints.restore(source)
+  return checkpoints.load_config(source), params
 
 
-def training_config(source: str):
-  """The RunConfig a training run's folder or a release file was trained
-  with."""
-  if os.path.isfile(source):
-    return load(source).config
-  return checkpoints.load_config(source)
+def restore(source: str):
+  """(ModelConfig, params) of a training run's folder or a release file."""
+  config, params = restore_run(source)
+  return config.model, params
 
 
 def stored(params, dtype: str) -> dict:

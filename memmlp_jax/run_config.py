@@ -23,7 +23,7 @@ CONFIG_FILE = "config.json"
 _RESUMABLE_FIELDS = ("stage", "checkpoint_every", "log_every", "eval_every",
                      "eval_batches")
 MEMORY_SOURCES = ("truth", "own")
-FAKE_QUANT = ("none", "int8")  # fake_quant.MODES (that module imports Flax)
+FAKE_QUANT = ("none", "int8")  # fake_quant.py's modes
 OPTIMIZERS = ("adamw", "adam")
 
 

@@ -15,6 +15,8 @@
   random_run         the workdir of tiny.flags' model at its random
                      initialisation, saved as training saves a run: for
                      tests that need a run but not a trained one
+  small_random_run   the same for a smaller Mem-MLP without the VQ code
+                     (window 8; no near-tie VQ codes to flip), as a str
 
 Tests that train (compile and run a training step), roll out real data,
 start CLIs as subprocesses or load every clip are marked `slow`:
@@ -168,3 +170,16 @@ def random_run(tmp_path_factory):
   workdir = tmp_path_factory.mktemp("random") / "run"
   saved_runs.save_random_run(workdir, cfg)
   return workdir
+
+
+@pytest.fixture(scope="session")
+def small_random_run(tmp_path_factory):
+  """The workdir (str) of a small Mem-MLP (memory block, no VQ code, window
+  8) at random weights, saved as training saves a run."""
+  import saved_runs  # pylint: disable=g-import-not-at-top
+  from memmlp_jax.models import configs  # pylint: disable=g-import-not-at-top
+  workdir = tmp_path_factory.mktemp("small_random") / "run"
+  saved_runs.save_random_run(workdir, configs.get_config(
+      "memmlp41", window=8, latent_dim=16, num_blocks=2, head_blocks=1,
+      memory_dim=8, use_vq_code=False))
+  return str(workdir)

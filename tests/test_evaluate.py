@@ -19,13 +19,11 @@ from memmlp_jax import run_config
 from memmlp_jax.data import bvh
 from memmlp_jax.models import configs
 import cli
-import saved_runs
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 DATA = os.path.join(REPO, os.environ.get("MEMMLP_DATA", "../shared/data"))
 BVH_ZIP = os.path.join(DATA, "cmu_mocap_bvh", "subjects", "09.zip")
 CLIPS = ("09_01.bvh", "09_02.bvh")  # runs, about 70 frames each at 60 fps
-WINDOW = 8
 
 
 @pytest.fixture(scope="module")
@@ -47,14 +45,10 @@ def clips(bvh_dir):
 
 
 @pytest.fixture(scope="module")
-def run(tmp_path_factory):
-  """A tiny Mem-MLP (no VQ code) at random weights, saved as training
-  saves a run: evaluation needs a run, not a trained one."""
-  workdir = tmp_path_factory.mktemp("run")
-  saved_runs.save_random_run(workdir, configs.get_config(
-      "memmlp41", window=WINDOW, latent_dim=16, num_blocks=2, head_blocks=1,
-      memory_dim=8, use_vq_code=False))
-  return str(workdir)
+def run(small_random_run):
+  """A tiny Mem-MLP at random weights: evaluation needs a run, not a
+  trained one."""
+  return small_random_run
 
 
 def _cli(*args):

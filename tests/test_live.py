@@ -27,9 +27,7 @@ from memmlp_jax import live
 from memmlp_jax import skeleton as skeleton_lib
 from memmlp_jax import vmc
 from memmlp_jax.data import tracking
-from memmlp_jax.models import configs
 import cli
-import saved_runs
 
 DATA = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(
     __file__))), os.environ.get("MEMMLP_DATA", "../shared/data"))
@@ -65,15 +63,11 @@ def walk():
 
 
 @pytest.fixture(scope="module")
-def run(tmp_path_factory):
+def run(small_random_run):
   """A small Mem-MLP at random weights. Without the VQ code: VMC carries
   float32, and a random codebook's near-ties would turn float32 rounding
   into a different code (docs/export_notes.md on near-ties)."""
-  workdir = tmp_path_factory.mktemp("run")
-  saved_runs.save_random_run(workdir, configs.get_config(
-      "memmlp41", window=8, latent_dim=16, num_blocks=2, head_blocks=1,
-      memory_dim=8, use_vq_code=False))
-  return str(workdir)
+  return small_random_run
 
 
 @pytest.fixture(scope="module")

@@ -21,8 +21,6 @@ from memmlp_jax import render
 from memmlp_jax.data import asfamc
 from memmlp_jax.data import bvh
 from memmlp_jax.data import tracking
-from memmlp_jax.models import configs
-import saved_runs
 import synthetic_amass
 import test_tracking  # the Unity recording writer of the tracking tests
 
@@ -60,14 +58,9 @@ def cmu(tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
-def run(tmp_path_factory):
-  """A very small Mem-MLP (memory, no VQ code) at random weights, saved as
-  training saves a run."""
-  workdir = tmp_path_factory.mktemp("run")
-  saved_runs.save_random_run(workdir, configs.get_config(
-      "memmlp41", window=8, latent_dim=16, num_blocks=2, head_blocks=1,
-      memory_dim=8, use_vq_code=False))
-  return str(workdir)
+def run(small_random_run):
+  """A very small Mem-MLP (memory, no VQ code) at random weights."""
+  return small_random_run
 
 
 def _main(**flag_values):

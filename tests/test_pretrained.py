@@ -131,8 +131,8 @@ def test_release_predicts_as_its_run(released, tiny_run):
   half = pretrained.load(str(path))
   assert half.config == checkpoints.load_config(str(tiny_run))
   # What export reads to decide on smoothing, from a file or a folder.
-  assert pretrained.training_config(str(path)) == half.config
-  assert pretrained.training_config(str(tiny_run)) == half.config
+  assert pretrained.restore_run(str(path))[0] == half.config
+  assert pretrained.restore_run(str(tiny_run))[0] == half.config
   jax.tree.map(np.testing.assert_array_equal, half.params,
                pretrained.stored(params, "float16"))
   full = path.parent / "full.npz"
