@@ -42,8 +42,6 @@ from memmlp_jax.export import sidecar as sidecar_lib
 from memmlp_jax.models import factory
 
 FLAGS = flags.FLAGS
-# Steps streamed per calibration clip (each from a random frame).
-_CALIBRATION_FRAMES = 180
 _DEFAULTS = {
     **cli_flags.model_workdir("to export"),
     "out": cli_flags.define("string", "out", None, "The .tflite file to "
@@ -93,15 +91,9 @@ def _representative(cfg, variables):
   """Inputs of real steps for the calibrated variants (calibration.py)."""
   folder = prepared.ensure_prepared("free", FLAGS.data_dir, _PREPARED.value,
                                     fetch_missing=False, log=logging.info)
-  split = prepared.load_split(folder, "train")
-  rng = np.random.default_rng(0)
-  order = rng.permutation(len(split.clips))
-  sequences = [split.sparse[span.start:span.start + span.length]
-               for span in (split.clips[i] for i in order)]
-  sequences = [s for s in sequences if len(s) >= _CALIBRATION_FRAMES]
-  return calibration.rollout_samples(
-      cfg, variables, sequences[:_CALIBRATION_CLIPS.value],
-      frames=_CALIBRATION_FRAMES)
+  return calibration.training_samples(
+      cfg, variables, prepared.load_split(folder, "train"),
+      clips=_CALIBRATION_CLIPS.value)
 
 
 def _mpjpe(split, clips, poses) -> float:

@@ -57,22 +57,34 @@ def _is_block_linear(context) -> bool:
           and module.name == "dense")
 
 
-def _int8_blocks(next_fun, args, kwargs, context):
-  if not _is_block_linear(context) or context.module.is_initializing():
-    return next_fun(*args, **kwargs)
-  module = context.module
-  params = module.variables["params"]
-  y = jnp.dot(int8_rows(args[0]), int8_channels(params["kernel"]))
-  return y + params["bias"] if module.use_bias else y
+def _int8_blocks(activations: bool, weights: bool):
+  """An interceptor rounding the block Linears' inputs and/or kernels."""
+
+  def intercept(next_fun, args, kwargs, context):
+    if not _is_block_linear(context) or context.module.is_initializing():
+      return next_fun(*args, **kwargs)
+    module = context.module
+    params = module.variables["params"]
+    x = int8_rows(args[0]) if activations else args[0]
+    kernel = int8_channels(params["kernel"]) if weights else params["kernel"]
+    y = jnp.dot(x, kernel)
+    return y + params["bias"] if module.use_bias else y
+
+  return intercept
 
 
 @contextlib.contextmanager
-def simulated(mode: str):
-  """Within it, Flax applies compute the ``mode`` export's arithmetic."""
+def simulated(mode: str, *, activations: bool = True, weights: bool = True):
+  """Within it, Flax applies compute the ``mode`` export's arithmetic.
+
+  ``activations=False`` or ``weights=False`` leaves that side in float: the
+  two halves of the int8 error, measured apart (benchmarks/int8_noise.py).
+  A jitted function keeps the arithmetic it was traced with.
+  """
   if mode not in MODES:
     raise ValueError(f"fake_quant must be one of {MODES}, got {mode!r}")
   if mode == "none":
     yield
     return
-  with nn.intercept_methods(_int8_blocks):
+  with nn.intercept_methods(_int8_blocks(activations, weights)):
     yield

@@ -14,6 +14,8 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+from benchmarks import int8_noise
+import cli
 from memmlp_jax import checkpoints
 from memmlp_jax import dims
 from memmlp_jax import fake_quant
@@ -24,6 +26,7 @@ from memmlp_jax.export import convert
 from memmlp_jax.export import quantize
 from memmlp_jax.export import runner
 from memmlp_jax.export import sidecar as sidecar_lib
+from memmlp_jax.models import blocks
 
 
 def _clips(split):
@@ -149,3 +152,57 @@ def test_fake_quant_rounds_forward_and_passes_gradients_through():
   with pytest.raises(ValueError, match="fake_quant"):
     with fake_quant.simulated("int4"):
       pass
+
+
+def test_fake_quant_rounds_each_half_on_its_own():
+  block = blocks.MLPBlock()
+  x = jax.random.normal(jax.random.key(0), (6, 2, 16))
+  variables = block.init(jax.random.key(1), x)
+
+  def apply(**parts):
+    with fake_quant.simulated("int8", **parts):
+      return np.asarray(block.apply(variables, x))
+
+  exact = np.asarray(block.apply(variables, x))
+  np.testing.assert_array_equal(apply(activations=False, weights=False),
+                                exact)
+  outputs = [apply(), apply(activations=False), apply(weights=False)]
+  for i, output in enumerate(outputs):
+    assert 0 < np.abs(output - exact).max() < 0.1
+    for other in outputs[i + 1:]:
+      assert np.abs(output - other).max() > 0
+
+
+@pytest.mark.slow
+def test_int8_noise_benchmark_scores_every_variant(small_random_run,
+                                                   small_free, tmp_path):
+  data_dir, prepared_dir = small_free
+  out = tmp_path / "noise.json"
+  code, output = cli.run(int8_noise, f"--workdir={small_random_run}",
+                         f"--data_dir={data_dir}",
+                         f"--prepared={prepared_dir}", "--clip_stride=2",
+                         "--calibration_frames=60", f"--json_out={out}")
+  assert code == 0, output
+  report = json.loads(out.read_text())
+  rows = {row["variant"]: row for row in report["rows"]}
+  assert list(rows) == [label for label, *_ in int8_noise.VARIANTS]
+  assert rows["float32"]["jitter_ratio"] == 1.0
+  assert all(np.isfinite(list(row.values())[1:]).all() for row in rows.values())
+  # Every int8 row rounds something: none scores exactly as float32.
+  assert len({row["mpjpe"] for row in rows.values()}) == len(rows)
+  assert "| int8 (the export: smoothed) |" in output
+
+
+def test_int8_noise_benchmark_names_what_it_cannot_use(small_random_run,
+                                                      small_free, tmp_path):
+  data_dir, prepared_dir = small_free
+  common = (f"--data_dir={data_dir}", f"--prepared={prepared_dir}")
+  code, output = cli.run(int8_noise, f"--workdir={tmp_path / 'none'}",
+                         *common)
+  assert code == 1
+  assert str(tmp_path / "none") in output
+  # The two subjects' training clips are all shorter than 1000 frames.
+  code, output = cli.run(int8_noise, f"--workdir={small_random_run}",
+                         *common, "--calibration_frames=1000")
+  assert code == 1
+  assert "--calibration_frames: no sequence of at least 1000 frames" in output

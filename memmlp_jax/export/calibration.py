@@ -59,3 +59,14 @@ def rollout_samples(cfg, variables, sequences: Sequence[np.ndarray], *,
     raise ValueError(f"no sequence of at least {frames} frames to calibrate "
                      "on")
   return samples
+
+
+def training_samples(cfg, variables, split, *, clips: int = 24,
+                     frames: int = 180, seed: int = 0) -> Samples:
+  """``rollout_samples`` over ``clips`` random clips of a prepared training
+  split at least ``frames`` long: what ``experiments.export`` calibrates on."""
+  order = np.random.default_rng(seed).permutation(len(split.clips))
+  sequences = [split.sparse[span.start:span.start + span.length]
+               for span in (split.clips[i] for i in order)]
+  sequences = [s for s in sequences if len(s) >= frames]
+  return rollout_samples(cfg, variables, sequences[:clips], frames=frames)

@@ -257,6 +257,15 @@ def make_sidecar(cfg: configs.ModelConfig, params, state, tflite: bytes,
   }
 
 
+def smoothed(cfg: configs.ModelConfig, variables, representative):
+  """``variables`` rescaled as the int8 export smooths them
+  (quantize.smooth, with the maxima of the ``representative`` steps)."""
+  state, step = streaming_step(cfg, variables)
+  names = [name for name, _ in state_layout(state)]
+  maxima = quantize_lib.dense_input_maxima(step, state, names, representative)
+  return quantize_lib.smooth(variables, maxima)
+
+
 def export_model(cfg: configs.ModelConfig, variables, *,
                  quantize: str = "none", cached: bool = True,
                  representative=None, smooth: bool = True
@@ -269,13 +278,11 @@ def export_model(cfg: configs.ModelConfig, variables, *,
   ``smooth`` is False: a model fine-tuned with fake_quant="int8" learned the
   rounding of its own, unsmoothed activations.
   """
-  state, step = streaming_step(cfg, variables, cached=cached)
   if quantize == "int8" and representative and smooth:
-    names = [name for name, _ in state_layout(state)]
-    maxima = quantize_lib.dense_input_maxima(step, state, names,
-                                             representative)
     state, step = streaming_step(
-        cfg, quantize_lib.smooth(variables, maxima), cached=cached)
+        cfg, smoothed(cfg, variables, representative), cached=cached)
+  else:
+    state, step = streaming_step(cfg, variables, cached=cached)
   pose_names = jax.eval_shape(
       step, state, jnp.zeros((1, dims.SPARSE_DIM)))[1].keys()
   tflite = convert_step(step, state, quantize=quantize,
