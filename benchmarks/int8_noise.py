@@ -97,6 +97,9 @@ def main(argv):
   cli_flags.use_defaults(_DEFAULTS)
   if len(argv) > 1:
     raise app.UsageError(f"unexpected arguments: {argv[1:]}")
+  out_dir = os.path.dirname(os.path.abspath(FLAGS.json_out or "."))
+  if not os.path.isdir(out_dir):
+    raise app.UsageError(f"--json_out: folder {out_dir} does not exist")
   try:
     config, params = pretrained.restore_run(pretrained.resolve(FLAGS.workdir))
     folder = prepared.ensure_prepared("free", FLAGS.data_dir, FLAGS.prepared,

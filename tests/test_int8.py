@@ -206,3 +206,7 @@ def test_int8_noise_benchmark_names_what_it_cannot_use(small_random_run,
                          *common, "--calibration_frames=1000")
   assert code == 1
   assert "--calibration_frames: no sequence of at least 1000 frames" in output
+  code, output = cli.run(int8_noise, f"--workdir={small_random_run}",
+                         *common, f"--json_out={tmp_path / 'no' / 'x.json'}")
+  assert code == 1
+  assert "--json_out: folder" in output
