@@ -57,9 +57,10 @@ _DEFAULTS = {
                                  "Also write the JSON here."),
 }
 
-# (label, smoothed, activations rounded, kernels rounded); None: float32.
+# (label, smoothed, activations rounded, kernels rounded); neither rounded
+# is float32.
 VARIANTS = (
-    ("float32", False, None, None),
+    ("float32", False, False, False),
     ("int8, activations as trained", False, True, True),
     ("int8 (the export: smoothed)", True, True, True),
     ("int8 kernels only (smoothed)", True, False, True),
@@ -73,9 +74,8 @@ def measure(cfg, params, clips, skeleton, smoothed_params) -> list[dict]:
   for label, smooth, activations, weights in VARIANTS:
     # The rollout is jitted: a new trace picks up the interceptor.
     jax.clear_caches()
-    mode = "none" if activations is None else "int8"
-    with fake_quant.simulated(mode, activations=bool(activations),
-                              weights=bool(weights)):
+    mode = "int8" if activations or weights else "none"
+    with fake_quant.simulated(mode, activations=activations, weights=weights):
       results, _ = evaluation.evaluate(
           cfg, smoothed_params if smooth else params, clips, skeleton)
     rows.append({"variant": label, "mpjpe": results["mpjpe"],

@@ -54,14 +54,15 @@ _QUANTIZE = flags.DEFINE_enum(
     "the recurrence and output Linears float, activations smoothed); "
     "int8_dynamic (every Linear); int8_full (full integer, calibrated); "
     "int8_mixed (int8_full with the recurrence and output Linears float).")
-_CALIBRATION_CLIPS = flags.DEFINE_integer(
-    "calibration_clips", 24, "Training clips whose rollouts calibrate the "
-    "int8, int8_full and int8_mixed variants.")
+_DEFAULTS["calibration_clips"] = cli_flags.define(
+    "integer", "calibration_clips", 24, "Training clips whose rollouts "
+    "calibrate the int8, int8_full and int8_mixed variants.", lower_bound=1)
 _DEFAULTS["data_dir"] = cli_flags.define(
     "string", "data_dir", cli_flags.free_data_dir(),
     "The free protocol's mocap folders (default $MEMMLP_DATA).")
-_PREPARED = flags.DEFINE_string(
-    "prepared", os.path.join("prepared", "free"),
+# benchmarks.int8_noise defines the same two flags.
+_DEFAULTS["prepared"] = cli_flags.define(
+    "string", "prepared", os.path.join("prepared", "free"),
     "The prepared free dataset (built there from --data_dir if absent).")
 _PARITY_CLIPS = flags.DEFINE_integer("parity_clips", 8, "Test clips streamed "
                                      "for the parity check (0: skip it).")
@@ -78,7 +79,7 @@ def _fail(message: str, code: int = 1):
 
 def _parity_clips(count: int, max_frames: int):
   """(split, [(clip span, rows)]) of the first test clips of the free split."""
-  folder = prepared.ensure_prepared("free", FLAGS.data_dir, _PREPARED.value,
+  folder = prepared.ensure_prepared("free", FLAGS.data_dir, FLAGS.prepared,
                                     fetch_missing=False, log=logging.info)
   split = prepared.load_split(folder, "test")
   clips = [(span, slice(span.start, span.start + min(span.length,
@@ -89,11 +90,11 @@ def _parity_clips(count: int, max_frames: int):
 
 def _representative(cfg, variables):
   """Inputs of real steps for the calibrated variants (calibration.py)."""
-  folder = prepared.ensure_prepared("free", FLAGS.data_dir, _PREPARED.value,
+  folder = prepared.ensure_prepared("free", FLAGS.data_dir, FLAGS.prepared,
                                     fetch_missing=False, log=logging.info)
   return calibration.training_samples(
       cfg, variables, prepared.load_split(folder, "train"),
-      clips=_CALIBRATION_CLIPS.value)
+      clips=FLAGS.calibration_clips)
 
 
 def _mpjpe(split, clips, poses) -> float:

@@ -96,8 +96,7 @@ def _fail(message: str):
 def _restore(workdir: str):
   """(RunConfig, params, step) of a finished free-protocol run."""
   try:
-    config = checkpoints.load_config(workdir)
-    _, params = checkpoints.restore(workdir)
+    config, params = checkpoints.restore_run(workdir)
   except (OSError, ValueError, KeyError) as e:
     _fail(f"--workdir {workdir}: cannot restore a trained model ({e})")
   if config.protocol != "free":

@@ -98,16 +98,23 @@ def _nest(path, value):
   return value
 
 
+def restore_run(workdir: str):
+  """(RunConfig, params) of a trained run: the config it was trained with and
+  its latest model checkpoint."""
+  config = load_config(workdir)
+  stage_dir = os.path.join(workdir, MODEL_STAGE)
+  step = latest_step(stage_dir)
+  if step is None:
+    raise FileNotFoundError(f"{stage_dir}: no trained model checkpoint")
+  return config, restore_params(stage_dir, step, "model")
+
+
 def restore(workdir: str):
   """(ModelConfig, params) of a trained run, for evaluation and export.
 
   The model is `factory.build(cfg)`, called as
   `model.apply({"params": params}, ...)`; params hold the frozen VQ part.
   """
-  cfg = load_config(workdir).model
-  stage_dir = os.path.join(workdir, MODEL_STAGE)
-  step = latest_step(stage_dir)
-  if step is None:
-    raise FileNotFoundError(f"{stage_dir}: no trained model checkpoint")
-  return cfg, restore_params(stage_dir, step, "model")
+  config, params = restore_run(workdir)
+  return config.model, params
 

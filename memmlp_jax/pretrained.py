@@ -101,8 +101,7 @@ def restore_run(source: str):
   if os.path.isfile(source):
     release = load(source)
     return release.config, release.params
-  _, params = checkpoints.restore(source)
-  return checkpoints.load_config(source), params
+  return checkpoints.restore_run(source)
 
 
 def restore(source: str):
