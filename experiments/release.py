@@ -68,7 +68,7 @@ _CHECK_CLIPS = flags.DEFINE_list(
 _BOOKKEEPING = ("stage", "checkpoint_every", "log_every", "eval_every",
                 "eval_batches")
 # Fields experiments.train has no flag for (the recipe table lists them).
-_NO_FLAG = ("model", "vq_weight_decay")
+_NO_FLAG = ("model",)
 
 _LICENCES = """\
 - **CMU Graphics Lab Motion Capture Database** (`cmu_mocap_asfamc/`,

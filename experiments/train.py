@@ -102,6 +102,11 @@ _FAKE_QUANT = flags.DEFINE_enum(
     "(quantization-aware training; fine-tune with --init_from).")
 _VQ_AUGMENT = flags.DEFINE_bool("vq_augment", _DEFAULT.vq_augment,
                                 "Stage 1 sees stage 2's augmentation.")
+_VQ_WEIGHT_DECAY = flags.DEFINE_float(
+    "vq_weight_decay", _DEFAULT.vq_weight_decay, "Stage-1 weight decay.")
+_VQ_RESTART_UNTIL = flags.DEFINE_float(
+    "vq_restart_until", _DEFAULT.vq_restart_until,
+    "Dead codes are restarted for this fraction of --vq_steps only.")
 _VQ_STEPS = flags.DEFINE_integer("vq_steps", _DEFAULT.vq_steps,
                                  "Stage-1 (VQ-VAE) steps.")
 _VQ_BATCH_SIZE = flags.DEFINE_integer("vq_batch_size", _DEFAULT.vq_batch_size,
@@ -152,6 +157,8 @@ def _run_config() -> train.RunConfig:
         start_share=_START_SHARE.value, init_from=_INIT_FROM.value,
         fake_quant=_FAKE_QUANT.value,
         vq_augment=_VQ_AUGMENT.value,
+        vq_weight_decay=_VQ_WEIGHT_DECAY.value,
+        vq_restart_until=_VQ_RESTART_UNTIL.value,
         vq_steps=_VQ_STEPS.value,
         vq_batch_size=_VQ_BATCH_SIZE.value, vq_learning_rate=_VQ_LR.value,
         checkpoint_every=_CHECKPOINT_EVERY.value, log_every=_LOG_EVERY.value,

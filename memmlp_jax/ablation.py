@@ -28,7 +28,7 @@ from memmlp_jax.models import configs
 RECIPE_FIELDS = ("memory_source", "memory_noise", "start_share",
                  "loss_weight_lr", "optimizer", "learning_rate",
                  "final_learning_rate", "weight_decay", "vq_augment",
-                 "vq_weight_decay", "fake_quant")
+                 "vq_weight_decay", "vq_restart_until", "fake_quant")
 
 # The averages each table is written for: (title, key in a results dict;
 # None for AGRoL's per-sequence mean, the results' own columns).

@@ -70,6 +70,9 @@ class RunConfig:
   vq_weight_decay: float = 0.0
   # Stage 1 sees the same augmentation as stage 2.
   vq_augment: bool = False
+  # Dead codes are restarted for this fraction of vq_steps only, so the
+  # decoder trains on the final codebook before stage 2 freezes it.
+  vq_restart_until: float = 1.0
   checkpoint_every: int = 500
   log_every: int = 50
   eval_every: int = 500
@@ -87,6 +90,9 @@ class RunConfig:
       raise ValueError("eval_batches and seed must be >= 0")
     if not 0.0 < self.decay_at <= 1.0:
       raise ValueError(f"decay_at must be in (0, 1], got {self.decay_at}")
+    if not 0.0 <= self.vq_restart_until <= 1.0:
+      raise ValueError(f"vq_restart_until must be in [0, 1], got "
+                       f"{self.vq_restart_until}")
     if self.memory_source not in MEMORY_SOURCES:
       raise ValueError(f"memory_source must be one of {MEMORY_SOURCES}, got "
                        f"{self.memory_source!r}")

@@ -267,20 +267,21 @@ def vqvae_loss(model, cfg: configs.ModelConfig, params, batch):
   return total, (metrics, out)
 
 
-def restart_dead_codes(state, out, key):
+def restart_dead_codes(state, out, key, enabled=True):
   """Moves codes the encoder has stopped choosing onto current latents.
 
   Plain codebook-loss training collapses onto a handful of codes within a
   few dozen steps on this data (perplexity 32 -> 1.2 of 32 codes). Each code
   keeps a running average of the fraction of frames that pick it; a code
   below DEAD_CODE_USAGE / K is replaced by a random encoder output of the
-  batch (the "codebook reset" of Jukebox, Dhariwal et al. 2020).
+  batch (the "codebook reset" of Jukebox, Dhariwal et al. 2020). With
+  `enabled` false (a traced bool) usage is still tracked but nothing moves.
   """
   usage = state["code_usage"]
   size = usage.shape[0]
   frames = out["one_hot"].reshape(-1, size)
   usage = CODE_USAGE_DECAY * usage + (1 - CODE_USAGE_DECAY) * frames.mean(0)
-  dead = usage < DEAD_CODE_USAGE / size
+  dead = (usage < DEAD_CODE_USAGE / size) & enabled
   latent = jax.lax.stop_gradient(out["latent"])
   latents = latent.reshape(-1, latent.shape[-1])
   picks = jax.random.randint(key, (size,), 0, latents.shape[0])
@@ -348,9 +349,11 @@ class VQVAEStage:
     return vqvae_loss(model, config.model, params, batch)
 
   def after_update(self, config: RunConfig, state, out, step):
-    """Restarts dead codes on this batch's latents."""
+    """Restarts dead codes on this batch's latents, until vq_restart_until."""
+    last = int(config.vq_restart_until * config.vq_steps)
     state, restarted = restart_dead_codes(state, out,
-                                          _step_key(config.seed, step))
+                                          _step_key(config.seed, step),
+                                          enabled=step < last)
     return state, {"vq/restarted": restarted}
 
 

@@ -210,6 +210,37 @@ def test_bad_recipe_values_are_refused():
     _config(optimizer="sgd")
   with pytest.raises(ValueError, match="last_frame_share"):
     configs.get_config("memmlp41", last_frame_share=1.0)
+  with pytest.raises(ValueError, match="vq_restart_until"):
+    _config(vq_restart_until=1.5)
+
+
+def _vq_state_and_outputs():
+  """Four codes of which code 3 is never chosen; eight latents."""
+  codebook = jnp.arange(8.0).reshape(4, 2)
+  state = {"params": {"vq": {"codebook": codebook}},
+           "code_usage": jnp.array([0.3, 0.3, 0.4, 0.0])}
+  picks = jnp.array([0, 1, 2, 0, 1, 2, 0, 1])
+  out = {"one_hot": jax.nn.one_hot(picks, 4)[None],
+         "latent": 100.0 + jnp.arange(16.0).reshape(1, 8, 2)}
+  return state, out
+
+
+@pytest.mark.parametrize("step,restarts", [(4, True), (5, False), (9, False)])
+def test_dead_codes_restart_only_until_vq_restart_until(step, restarts):
+  config = train.RunConfig(model=configs.get_config("memmlp41"), vq_steps=10,
+                           vq_restart_until=0.5)
+  state, out = _vq_state_and_outputs()
+  new, extra = train.VQVAEStage().after_update(config, state, out,
+                                               jnp.asarray(step))
+  codebook = new["params"]["vq"]["codebook"]
+  kept = state["params"]["vq"]["codebook"]
+  np.testing.assert_array_equal(codebook[:3], kept[:3])
+  assert int(extra["vq/restarted"]) == int(restarts)
+  # A restarted code sits on one of the batch's latents; a kept one stays.
+  assert bool(jnp.all(codebook[3] >= 100.0)) == restarts
+  # Usage is tracked either way (the dead code's is reset when it restarts).
+  expected = 0.9 * state["code_usage"] + 0.1 * jnp.array([3, 3, 2, 0]) / 8
+  np.testing.assert_allclose(new["code_usage"][:3], expected[:3], rtol=1e-6)
 
 
 # ----------------------------------------------------------------- losses
