@@ -17,7 +17,6 @@ recomputes from the file. Commit OUT, OUT.sha256 and the card.
 import dataclasses
 import json
 import os
-import shlex
 import sys
 
 from absl import app
@@ -67,8 +66,6 @@ _CHECK_CLIPS = flags.DEFINE_list(
 # computed: left out of the card's recipe.
 _BOOKKEEPING = ("stage", "checkpoint_every", "log_every", "eval_every",
                 "eval_batches")
-# Fields experiments.train has no flag for (the recipe table lists them).
-_NO_FLAG = ("model",)
 
 _LICENCES = """\
 - **CMU Graphics Lab Motion Capture Database** (`cmu_mocap_asfamc/`,
@@ -136,34 +133,6 @@ def _free_test_results(cfg, params, workdir: str):
   return results, "`experiments.evaluate` at release, on the shipped weights"
 
 
-def train_command(config: run_config.RunConfig, workdir: str) -> str:
-  """A train command line (one flag a line) that reproduces ``config``."""
-  named = configs.get_config(config.model.name)
-  default = run_config.RunConfig(model=named)
-  flags_ = [f"--protocol={config.protocol}", "--data_dir=../shared/data",
-            f"--workdir={workdir}", f"--model={config.model.name}"]
-  for name, value in _changed(config.model, named):
-    text = value if isinstance(value, str) else repr(value)
-    flags_.append(f"--model_override={name}={text}")
-  for name, value in _changed(config, default):
-    if name in _NO_FLAG:
-      continue
-    if isinstance(value, bool):
-      flags_.append(f"--{'' if value else 'no'}{name}")
-    elif isinstance(value, tuple):
-      flags_.append(f"--{name}={','.join(value) or 'none'}")
-    else:
-      flags_.append(f"--{name}={value}")
-  return " \\\n    ".join(["python -m experiments.train"]
-                            + [shlex.quote(f) for f in flags_])
-
-
-def _changed(ours, reference):
-  """(field, value) of a dataclass's fields that differ from reference's."""
-  return [(f.name, getattr(ours, f.name)) for f in dataclasses.fields(ours)
-          if getattr(ours, f.name) != getattr(reference, f.name)]
-
-
 def _recipe_table(config: run_config.RunConfig) -> str:
   """The run config's fields but the model, the budget and bookkeeping."""
   skip = ("model", "steps", "batch_size", "vq_steps", "vq_batch_size",
@@ -219,7 +188,8 @@ def _training(release: pretrained.Release, lineage, base: str) -> str:
            "afresh). ")
   else:
     how = ""
-  commands = "\n\n".join(train_command(run, path) for path, run in runs)
+  commands = "\n\n".join(run_config.train_command(run, path)
+                         for path, run in runs)
   last = " of the last run" if lineage else ""
   order = ", in order" if lineage else ""
   return f"""\
@@ -248,7 +218,8 @@ def card(name: str, size: int, digest: str, release: pretrained.Release,
   cfg = release.config.model
   counts = factory.count_params(cfg)
   model = ", ".join([cfg.name] + [
-      f"{k}={v!r}" for k, v in _changed(cfg, configs.get_config(cfg.name))])
+      f"{k}={v!r}"
+      for k, v in run_config.changed_fields(cfg, configs.get_config(cfg.name))])
   check = release.check
   clips = ", ".join(f"`{c}`" for c in check["clips"])
   base = os.path.splitext(name)[0]

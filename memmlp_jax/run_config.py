@@ -10,6 +10,7 @@ without importing the trainer.
 import dataclasses
 import json
 import os
+import shlex
 
 import jax
 
@@ -139,6 +140,34 @@ class RunConfig:
              for k, v in model.items()}
     return cls(**{**data, "model": configs.get_config(name, **model),
                   "augment": tuple(data["augment"])})
+
+
+def changed_fields(ours, reference) -> list:
+  """(field, value) of a dataclass's fields that differ from reference's."""
+  return [(f.name, getattr(ours, f.name)) for f in dataclasses.fields(ours)
+          if getattr(ours, f.name) != getattr(reference, f.name)]
+
+
+def train_command(config: RunConfig, workdir: str) -> str:
+  """An `experiments.train` command line (one flag a line) that reproduces
+  ``config``: every field that differs from the defaults has a flag."""
+  named = configs.get_config(config.model.name)
+  flags = [f"--protocol={config.protocol}", "--data_dir=../shared/data",
+           f"--workdir={workdir}", f"--model={config.model.name}"]
+  for name, value in changed_fields(config.model, named):
+    text = value if isinstance(value, str) else repr(value)
+    flags.append(f"--model_override={name}={text}")
+  for name, value in changed_fields(config, RunConfig(model=named)):
+    if name == "model":
+      continue
+    if isinstance(value, bool):
+      flags.append(f"--{'' if value else 'no'}{name}")
+    elif isinstance(value, tuple):
+      flags.append(f"--{name}={','.join(value) or 'none'}")
+    else:
+      flags.append(f"--{name}={value}")
+  return " \\\n    ".join(["python -m experiments.train"]
+                            + [shlex.quote(f) for f in flags])
 
 
 class ConfigMismatchError(ValueError):

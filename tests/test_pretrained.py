@@ -11,7 +11,6 @@ import hashlib
 import json
 import os
 import pathlib
-import shlex
 import shutil
 import subprocess
 import sys
@@ -20,8 +19,6 @@ import zipfile
 import jax
 import numpy as np
 import pytest
-from absl import flags
-from absl.testing import flagsaver
 
 import cli
 from experiments import evaluate as evaluate_cli
@@ -29,12 +26,9 @@ from experiments import export as export_cli
 from experiments import live as live_cli
 from experiments import predict as predict_cli
 from experiments import release as release_cli
-from experiments import train as train_cli
 from memmlp_jax import checkpoints
 from memmlp_jax import pretrained
 from memmlp_jax import rollout
-from memmlp_jax import run_config
-from memmlp_jax.models import configs
 from memmlp_jax.models import factory
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
@@ -83,20 +77,6 @@ def _predict(walk, out: pathlib.Path, *workdir):
                          f"--output={out}.bvh", f"--npz={out}.npz", *workdir)
   assert code == 0, output
   return np.load(f"{out}.npz")["positions"]
-
-
-def test_the_cards_train_command_rebuilds_the_runs_config():
-  """Every recipe field the run changed has a flag the card's command sets."""
-  config = run_config.RunConfig(
-      model=configs.get_config("memmlp41", alpha_per="sample"),
-      augment=("yaw", "mirror"), memory_source="own", start_share=0.25,
-      vq_augment=True, vq_weight_decay=1e-4, vq_restart_until=0.8)
-  command = release_cli.train_command(config, "runs/x")
-  args = [shlex.split(line)[0] for line in command.split(" \\\n")[1:]]
-  with flagsaver.flagsaver():
-    flags.FLAGS(["train", *args])
-    rebuilt = train_cli._run_config()  # pylint: disable=protected-access
-  assert run_config.same_run(json.loads(json.dumps(rebuilt.to_json())), config)
 
 
 def test_release_writes_the_file_its_checksum_and_the_card(released):

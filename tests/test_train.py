@@ -1,8 +1,10 @@
 """Tests for training: resume, frozen VQ, learning, data parallel, the CLI."""
 
+import dataclasses
 import json
 import os
 import pathlib
+import shlex
 import signal
 import subprocess
 import sys
@@ -17,6 +19,7 @@ import pytest
 
 from experiments import train as train_cli
 from memmlp_jax import checkpoints
+from memmlp_jax import run_config
 from memmlp_jax import skeleton
 from memmlp_jax import train
 from memmlp_jax.data import prepared
@@ -345,3 +348,22 @@ def test_cli_rejects_bad_input_before_any_work(tmp_path):
   assert not (workdir / "memmlp").exists()
   with open(workdir / "config.json") as f:
     assert json.load(f)["batch_size"] == 8
+
+
+def test_a_runs_train_command_rebuilds_its_config(tmp_path):
+  """Every field a run changed has a flag that its train command sets."""
+  import cli  # pylint: disable=g-import-not-at-top  (see above)
+  config = train.RunConfig(
+      model=configs.get_config("memmlp41", alpha_per="sample"),
+      augment=("yaw", "mirror"), memory_source="own", start_share=0.25,
+      vq_augment=True, vq_weight_decay=1e-4, vq_restart_until=0.8)
+  workdir = tmp_path / "run"
+  command = run_config.train_command(config, str(workdir))
+  args = [shlex.split(line)[0] for line in command.split(" \\\n")[1:]]
+  # A saved run that differs in the seed alone: train names every field in
+  # which the command's config differs from it, and starts nothing.
+  train.save_config(str(workdir), dataclasses.replace(config, seed=7))
+  code, out = cli.run(train_cli, *args)
+  assert code != 0, out
+  assert out.strip().endswith("Differences: seed: saved 7, now 0"), out
+  assert not (workdir / "vqvae").exists()
