@@ -6,12 +6,14 @@ r"""Where the chosen int8 export's jitter comes from, one half at a time.
 
 Rolls a trained model (RUN, or the shipped model without --workdir) over
 the free protocol's test split in JAX, in float32 and under
-``fake_quant.simulated("int8")``, which computes the MLP blocks' Linears as
-the chosen int8 .tflite does (docs/export_notes.md shows the two agree over
-whole rollouts). The int8 rows: activations as trained and as the export
-smooths them (``convert.smoothed``, calibrated as ``experiments.export``
-calibrates), then with only the kernels or only the inputs rounded. For each
-row: MPJPE, MPJVE, jitter, and jitter over float32's.
+``fake_quant.simulated``, which computes the MLP blocks' Linears as the int8
+.tflite files do (docs/export_notes.md shows the two agree over whole
+rollouts). The one-pass int8 rows (``int8_onepass``): activations as trained
+and as that export smooths them (``convert.smoothed``, calibrated as
+``experiments.export`` calibrates), then with only the kernels or only the
+inputs rounded; then the chosen two-pass int8 (``int8``, two_pass.py), whole
+and with only its inputs rounded. For each row: MPJPE, MPJVE, jitter, and
+jitter over float32's.
 
 JSON: {"model", "clips", "frames", "rows": [{"variant", "mpjpe", "mpjve",
 "jitter", "jitter_ratio"}]}.
@@ -57,24 +59,25 @@ _DEFAULTS = {
                                  "Also write the JSON here."),
 }
 
-# (label, smoothed, activations rounded, kernels rounded); neither rounded
-# is float32.
+# (label, fake_quant mode, smoothed, activations rounded, kernels rounded).
 VARIANTS = (
-    ("float32", False, False, False),
-    ("int8, activations as trained", False, True, True),
-    ("int8 (the export: smoothed)", True, True, True),
-    ("int8 kernels only (smoothed)", True, False, True),
-    ("int8 activations only (smoothed)", True, True, False),
+    ("float32", "none", False, False, False),
+    ("one pass, activations as trained", "int8_onepass", False, True, True),
+    ("one pass, smoothed (int8_onepass)", "int8_onepass", True, True, True),
+    ("one pass, kernels only (smoothed)", "int8_onepass", True, False, True),
+    ("one pass, activations only (smoothed)", "int8_onepass", True, True,
+     False),
+    ("two passes (int8, the chosen export)", "int8", False, True, True),
+    ("two passes, activations only", "int8", False, True, False),
 )
 
 
 def measure(cfg, params, clips, skeleton, smoothed_params) -> list[dict]:
   """One row per ``VARIANTS`` entry."""
   rows = []
-  for label, smooth, activations, weights in VARIANTS:
+  for label, mode, smooth, activations, weights in VARIANTS:
     # The rollout is jitted: a new trace picks up the interceptor.
     jax.clear_caches()
-    mode = "int8" if activations or weights else "none"
     with fake_quant.simulated(mode, activations=activations, weights=weights):
       results, _ = evaluation.evaluate(
           cfg, smoothed_params if smooth else params, clips, skeleton)

@@ -1,7 +1,7 @@
 r"""Per-frame latency of the exported streaming step on one CPU thread.
 
   python -m benchmarks.tflite_latency [--models=memmlp41,agrol_mlp196]
-      [--quantize=none,fp16,int8,int8_dynamic] [--onnx=agrol_mlp41]
+      [--quantize=none,fp16,int8,int8_onepass,int8_dynamic] [--onnx=agrol_mlp41]
       [--threads=1] [--format=md|json] [--json_out=latency.json]
 
 Each model is exported with random weights (latency does not depend on
@@ -43,7 +43,7 @@ _MODELS = flags.DEFINE_list(
     "models", ["memmlp41", "memmlp60", "agrol_mlp41", "agrol_mlp196",
                "avatarposer"], "Named model configs to export and time.")
 _QUANTIZE = flags.DEFINE_list(
-    "quantize", ["none", "fp16", "int8", "int8_dynamic"],
+    "quantize", ["none", "fp16", "int8", "int8_onepass", "int8_dynamic"],
     f"Variants to time, of {', '.join(convert.QUANTIZE)} "
     "(memmlp_jax/export/quantize.py).")
 _ONNX = flags.DEFINE_list("onnx", ["agrol_mlp41"], "AGRoL-MLP configs also "

@@ -1,7 +1,7 @@
 r"""Exports a trained run's streaming step to TFLite and checks it against JAX.
 
   python -m experiments.export --out=model.tflite [--workdir=RUN] \
-      [--quantize=none|fp16|int8|int8_dynamic|int8_full|int8_mixed] \
+      [--quantize=none|fp16|int8|int8_onepass|int8_dynamic|int8_full|int8_mixed] \
       [--parity_clips=8] [--calibration_clips=24]
 
 Exports RUN, or the shipped model without --workdir (pretrained/README.md).
@@ -11,9 +11,10 @@ per step (every frame through the .tflite with JAX's own state as input; the
 largest absolute difference of pose and new state) and streamed (both run
 free over whole clips; the largest pose difference and both MPJPEs). fp32
 fails (exit 1) when the per-step difference exceeds --tolerance (1e-4);
-fp16/int8 report the MPJPE change. int8 is the chosen int8 variant;
-int8, int8_full and int8_mixed are calibrated on steps of JAX rollouts
-over --calibration_clips clips of the free training split
+fp16/int8 report the MPJPE change. int8 is the chosen int8 variant (two
+int8 passes per block Linear, no calibration); int8_onepass, int8_full and
+int8_mixed are calibrated on steps of JAX rollouts over
+--calibration_clips clips of the free training split
 (memmlp_jax/export/quantize.py says what each keeps float, and why;
 docs/export_notes.md what each measures). Frames where the memory's VQ code is a
 near-tie (parity.code_margin) are counted and left out of the per-step max:
@@ -50,13 +51,15 @@ _DEFAULTS = {
 }
 _QUANTIZE = flags.DEFINE_enum(
     "quantize", "none", convert.QUANTIZE,
-    "none (fp32); fp16 weights; int8 (the chosen int8: dynamic range with "
-    "the recurrence and output Linears float, activations smoothed); "
-    "int8_dynamic (every Linear); int8_full (full integer, calibrated); "
-    "int8_mixed (int8_full with the recurrence and output Linears float).")
+    "none (fp32); fp16 weights; int8 (the chosen int8: the block Linears "
+    "as two dynamic-range int8 passes, the recurrence and output Linears "
+    "float); int8_onepass (one pass, activations smoothed); int8_dynamic "
+    "(every Linear); int8_full (full integer, calibrated); int8_mixed "
+    "(int8_full with the recurrence and output Linears float).")
 _DEFAULTS["calibration_clips"] = cli_flags.define(
     "integer", "calibration_clips", 24, "Training clips whose rollouts "
-    "calibrate the int8, int8_full and int8_mixed variants.", lower_bound=1)
+    "calibrate the int8_onepass, int8_full and int8_mixed variants.",
+    lower_bound=1)
 _DEFAULTS["data_dir"] = cli_flags.define(
     "string", "data_dir", cli_flags.free_data_dir(),
     "The free protocol's mocap folders (default $MEMMLP_DATA).")

@@ -98,8 +98,8 @@ _START_SHARE = flags.DEFINE_float(
     "clip's first frames, padded with an empty memory as the rollout starts.")
 _FAKE_QUANT = flags.DEFINE_enum(
     "fake_quant", _DEFAULT.fake_quant, train.FAKE_QUANT,
-    "int8: stage 2 computes the block Linears as the int8 export does "
-    "(quantization-aware training; fine-tune with --init_from).")
+    "int8, int8_onepass: stage 2 computes the block Linears as that int8 "
+    "export does (quantization-aware training; fine-tune with --init_from).")
 _VQ_AUGMENT = flags.DEFINE_bool("vq_augment", _DEFAULT.vq_augment,
                                 "Stage 1 sees stage 2's augmentation.")
 _VQ_WEIGHT_DECAY = flags.DEFINE_float(

@@ -1,17 +1,20 @@
-"""Quantization-aware training: the chosen int8 export, simulated in float.
+"""The int8 exports' arithmetic, simulated in float (for QAT and analysis).
 
-The chosen int8 TFLite variant (export/quantize.py) runs the Linears of the
-backbone's and the heads' MLP blocks (``blocks.MLPBlock``'s ``dense``) in
-LiteRT's dynamic-range int8: each input row is quantized at run time to
-int8 with its own scale and zero point (asymmetric, the range always holding
-0), the kernel is int8 per output channel (symmetric, [-127, 127]), and the
-products are accumulated exactly in int32. Every other op stays float.
+Both int8 TFLite variants that keep the motion's recurrence float
+(export/quantize.py) run the Linears of the backbone's and the heads' MLP
+blocks (``blocks.MLPBlock``'s ``dense``) in LiteRT's dynamic-range int8:
+each input row is quantized at run time to int8 with its own scale and zero
+point (asymmetric, the range always holding 0), the kernel is int8 per
+output channel (symmetric, [-127, 127]), and the products are accumulated
+exactly in int32. Every other op stays float.
 
-``simulated("int8")`` makes every such Linear compute exactly that, in
-float, inside a Flax apply: the same rounding the exported step does, up to
-float32 summation order. The rounding passes the gradient through unchanged
-(straight-through estimator), so a model fine-tuned under it learns weights
-whose int8 rounding noise does not shake its output from frame to frame.
+``simulated(mode)`` makes every such Linear compute exactly that, in float,
+inside a Flax apply: the same rounding the exported step does, up to
+float32 summation order. Modes: "int8_onepass" rounds the block's input
+once (the int8_onepass export); "int8" is the chosen export, two passes of
+the same kernel over the input's integer part and its remainder
+(two_pass.py). The rounding passes the gradient through unchanged
+(straight-through estimator), so ``--fake_quant`` fine-tunes under either.
 """
 
 import contextlib
@@ -21,6 +24,7 @@ import jax
 import jax.numpy as jnp
 
 from memmlp_jax import run_config
+from memmlp_jax import two_pass
 from memmlp_jax.models import blocks
 
 MODES = run_config.FAKE_QUANT
@@ -85,6 +89,11 @@ def simulated(mode: str, *, activations: bool = True, weights: bool = True):
     raise ValueError(f"fake_quant must be one of {MODES}, got {mode!r}")
   if mode == "none":
     yield
+    return
+  if mode == "int8":
+    with two_pass.simulated(int8_rows if activations else None,
+                            int8_channels if weights else None):
+      yield
     return
   with nn.intercept_methods(_int8_blocks(activations, weights)):
     yield

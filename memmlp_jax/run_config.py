@@ -24,7 +24,7 @@ CONFIG_FILE = "config.json"
 _RESUMABLE_FIELDS = ("stage", "checkpoint_every", "log_every", "eval_every",
                      "eval_batches")
 MEMORY_SOURCES = ("truth", "own")
-FAKE_QUANT = ("none", "int8")  # fake_quant.py's modes
+FAKE_QUANT = ("none", "int8", "int8_onepass")  # fake_quant.py's modes
 OPTIMIZERS = ("adamw", "adam")
 
 
@@ -62,8 +62,9 @@ class RunConfig:
   # The run (workdir) whose trained model stage 2 starts from: fine-tuning,
   # with that run's stage 1 (its VQ part frozen) in place of this one's.
   init_from: str | None = None
-  # Stage 2 computes the backbone's and heads' block Linears as the chosen
-  # int8 export does ("int8": quantization-aware training, fake_quant.py).
+  # Stage 2 computes the backbone's and heads' block Linears as that int8
+  # export does ("int8", "int8_onepass": quantization-aware training,
+  # fake_quant.py).
   fake_quant: str = "none"
   vq_steps: int = 1000
   vq_batch_size: int = 256

@@ -399,12 +399,13 @@ def test_output_velocity_recipe_trains_every_model():
 
 
 @pytest.mark.slow
-def test_fake_quant_rounds_the_block_linears_in_the_loss():
-  """fake_quant="int8": the loss of the same params and batch moves a
-  little (the block Linears' int8 rounding), and its gradient is finite."""
+@pytest.mark.parametrize("quantized", ["int8", "int8_onepass"])
+def test_fake_quant_rounds_the_block_linears_in_the_loss(quantized):
+  """fake_quant: the loss of the same params and batch moves a little (the
+  block Linears' int8 rounding), and its gradient is finite."""
   split = _split()
   values = {}
-  for mode in ("none", "int8"):
+  for mode in ("none", quantized):
     config = _config(fake_quant=mode)
     stage = train.build_stage("memmlp", config, split)
     params = stage.init_params()
@@ -415,5 +416,5 @@ def test_fake_quant_rounds_the_block_linears_in_the_loss():
             m, c, p, b, jax.random.PRNGKey(0), train=True)[0]))(params, batch)
     assert all(np.isfinite(g).all() for g in jax.tree.leaves(grads))
     values[mode] = float(loss)
-  assert values["int8"] != values["none"]
-  assert abs(values["int8"] - values["none"]) < 0.05 * abs(values["none"])
+  assert values[quantized] != values["none"]
+  assert abs(values[quantized] - values["none"]) < 0.05 * abs(values["none"])

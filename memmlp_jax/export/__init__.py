@@ -28,15 +28,17 @@ only -> LiteRT interpreter, one thread, XNNPACK (the default delegate).
 The package, one concern per module:
 
   convert.py  the streaming step, jax2tf -> TFLite, the sidecar's contents
-  quantize.py the int8 variants: what each keeps float, smoothing
+  quantize.py the int8 variants: what each keeps float, smoothing (the
+              chosen int8's two-pass Linears: memmlp_jax/two_pass.py)
   calibration.py  inputs of real rollout steps for the calibrated variants
   sidecar.py  the sidecar's format: writing, reading, checking (NumPy only)
   runner.py   the LiteRT runner (NumPy and LiteRT only)
   parity.py   the exported step against the JAX step it came from
 
   tflite, sidecar = convert.export_model(cfg, variables, quantize="none")
+  tflite, sidecar = convert.export_model(cfg, variables, quantize="int8")
   samples = calibration.rollout_samples(cfg, variables, training_sequences)
-  tflite, sidecar = convert.export_model(cfg, variables, quantize="int8",
+  tflite, sidecar = convert.export_model(cfg, variables, quantize="int8_full",
                                          representative=samples)
   sidecar_lib.save(tflite, sidecar, "model.tflite")
   streamer = runner.TFLiteStreamer("model.tflite")

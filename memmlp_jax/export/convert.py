@@ -23,16 +23,17 @@ import numpy as np
 from memmlp_jax import cached_step
 from memmlp_jax import dims
 from memmlp_jax import rollout
+from memmlp_jax import two_pass
 from memmlp_jax.export import quantize as quantize_lib
 from memmlp_jax.export import sidecar as sidecar_lib
 from memmlp_jax.models import configs
 from memmlp_jax.models import factory
 
 # none: float32. fp16: float16 weights. The int8 variants: quantize.py.
-QUANTIZE = ("none", "fp16", "int8", "int8_dynamic", "int8_full",
-            "int8_mixed")
+QUANTIZE = ("none", "fp16", "int8", "int8_onepass", "int8_dynamic",
+            "int8_full", "int8_mixed")
 # Variants that need a representative dataset (inputs of real steps).
-CALIBRATED = ("int8", "int8_full", "int8_mixed")
+CALIBRATED = ("int8_onepass", "int8_full", "int8_mixed")
 
 StepFn = Callable[[Any, jax.Array], tuple[Any, dict]]
 
@@ -180,7 +181,7 @@ def convert_step(step: StepFn, state, *, quantize: str = "none",
     return convert(quantize)
   float_model = convert("none")
   regions = quantize_lib.float_regions(float_model)
-  if quantize == "int8":
+  if quantize in ("int8", "int8_onepass"):
     return quantize_lib.keep_weights_float(
         convert("int8_dynamic"), float_model,
         regions["recurrence_weights"] | regions["output"]
@@ -258,12 +259,23 @@ def make_sidecar(cfg: configs.ModelConfig, params, state, tflite: bytes,
 
 
 def smoothed(cfg: configs.ModelConfig, variables, representative):
-  """``variables`` rescaled as the int8 export smooths them
+  """``variables`` rescaled as the int8_onepass export smooths them
   (quantize.smooth, with the maxima of the ``representative`` steps)."""
   state, step = streaming_step(cfg, variables)
   names = [name for name, _ in state_layout(state)]
   maxima = quantize_lib.dense_input_maxima(step, state, names, representative)
   return quantize_lib.smooth(variables, maxima)
+
+
+def two_pass_step(step: StepFn) -> StepFn:
+  """``step`` traced with the MLP blocks' Linears as two int8 passes
+  (two_pass.py): the graph of the chosen int8 export."""
+
+  def traced(state, frame):
+    with two_pass.exported():
+      return step(state, frame)
+
+  return traced
 
 
 def export_model(cfg: configs.ModelConfig, variables, *,
@@ -273,16 +285,19 @@ def export_model(cfg: configs.ModelConfig, variables, *,
   """(tflite bytes, sidecar) of ``cfg``'s streaming step with ``variables``.
 
   ``representative``: inputs of real steps for the calibrated int8
-  variants (``CALIBRATED``); "int8" also smooths the activations with them
-  first (quantize.smooth, an exact rewrite of the parameters) unless
-  ``smooth`` is False: a model fine-tuned with fake_quant="int8" learned the
-  rounding of its own, unsmoothed activations.
+  variants (``CALIBRATED``); "int8_onepass" also smooths the activations
+  with them first (quantize.smooth, an exact rewrite of the parameters)
+  unless ``smooth`` is False: a model fine-tuned with
+  fake_quant="int8_onepass" learned the rounding of its own, unsmoothed
+  activations. "int8" needs neither (two_pass.py).
   """
-  if quantize == "int8" and representative and smooth:
+  if quantize == "int8_onepass" and representative and smooth:
     state, step = streaming_step(
         cfg, smoothed(cfg, variables, representative), cached=cached)
   else:
     state, step = streaming_step(cfg, variables, cached=cached)
+  if quantize == "int8":
+    step = two_pass_step(step)
   pose_names = jax.eval_shape(
       step, state, jnp.zeros((1, dims.SPARSE_DIM)))[1].keys()
   tflite = convert_step(step, state, quantize=quantize,

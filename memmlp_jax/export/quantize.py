@@ -16,10 +16,15 @@ activations are quantized:
                 encoder, its argmin and code, the memory projections and
                 the fusion Linears reading them) and the output Linears in
                 float;
-  int8          int8_dynamic for the backbone and head blocks, with the same
+  int8_onepass  int8_dynamic for the backbone and head blocks, with the same
                 ops as int8_mixed kept float (float weights too), the
                 per-frame Linears of the new frame in float (one row each,
-                free), and the activations smoothed first (``smooth``).
+                free), and the activations smoothed first (``smooth``);
+  int8          the chosen one: int8_onepass with each block Linear run as
+                two int8 passes of its kernel, over the integer part of its
+                scaled input and over the remainder (memmlp_jax/two_pass.py):
+                about 16 bits of the input for two int8 GEMMs, no smoothing
+                and no calibration.
 
 The graph is analysed on the converted float model (``float_regions``):
 which ops depend on the frame and which on the carried motion, and which
