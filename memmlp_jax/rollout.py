@@ -147,9 +147,12 @@ def window_positions(rot6d, window, offsets):
   return (positions + head[..., None, :]).reshape(rot6d.shape[:-1] + (-1,))
 
 
-@functools.partial(jax.jit, static_argnames=("model",))
-def step(model, variables, state: State, frame):
+def step_body(model, variables, state: State, frame):
   """Consumes one frame per sequence; returns (new state, pose).
+
+  ``step`` is this, jitted. The export traces this one (convert.py): under
+  a Flax interceptor (the int8 graph, two_pass.py) a cached trace of the
+  jitted ``step`` would bypass it.
 
   Args:
     model: the Flax module (``factory.build(cfg)``).
@@ -178,6 +181,9 @@ def step(model, variables, state: State, frame):
                              prev_motion=prev_motion, held=frame,
                              started=jnp.ones_like(state.started))
   return new_state, pose
+
+
+step = jax.jit(step_body, static_argnames=("model",))
 
 
 def _select(flag, new, old):

@@ -1,12 +1,17 @@
 """The two-pass int8 block Linear: exact split, exact integer pass, small error."""
 
+import collections
+
 import jax
 import jax.numpy as jnp
 import numpy as np
+import pytest
 
 from memmlp_jax import fake_quant
 from memmlp_jax import two_pass
+from memmlp_jax.export import convert
 from memmlp_jax.models import blocks
+from memmlp_jax.models import configs
 
 
 def _block(features=64, seed=0):
@@ -61,3 +66,29 @@ def test_the_float_rewrite_is_the_block():
     rewritten = block.apply(variables, x)
   np.testing.assert_allclose(rewritten, block.apply(variables, x), atol=1e-4,
                              rtol=1e-5)
+
+
+def _op_counts(tflite: bytes) -> collections.Counter:
+  from tensorflow.lite.tools import flatbuffer_utils  # pylint: disable=g-import-not-at-top
+  model = flatbuffer_utils.read_model_from_bytearray(bytearray(tflite))
+  return collections.Counter(
+      flatbuffer_utils.opcode_to_name(model, op.opcodeIndex)
+      for op in model.subgraphs[0].operators)
+
+
+@pytest.mark.parametrize("name", ["memmlp41", "agrol_mlp41"])
+def test_only_the_int8_export_has_two_passes_in_either_order(name):
+  """The int8 graph is traced under an interceptor: a jitted step traced
+  before (fp32) or after (fp32 again) must neither hide it nor inherit it.
+  memmlp41 goes through cached_step, AGRoL-MLP through rollout's step."""
+  cfg = configs.get_config(name, latent_dim=32, num_blocks=2)
+  variables = convert.random_variables(cfg)
+  counts = [_op_counts(convert.export_model(cfg, variables, quantize=q)[0])
+            for q in ("none", "int8", "none")]
+  blocks_count = cfg.num_blocks + 2 * cfg.head_blocks if name == "memmlp41" \
+      else cfg.num_blocks
+  assert counts[0] == counts[2]
+  assert counts[0]["ROUND"] == 0
+  assert counts[1]["ROUND"] == blocks_count
+  assert (counts[1]["FULLY_CONNECTED"]
+          == counts[0]["FULLY_CONNECTED"] + blocks_count)

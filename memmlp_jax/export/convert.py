@@ -60,7 +60,7 @@ def streaming_step(cfg: configs.ModelConfig, variables, *,
   model = factory.build(cfg)
 
   def step(state, frame):  # pylint: disable=function-redefined
-    state, pose = rollout.step(model, variables, state, frame)
+    state, pose = rollout.step_body(model, variables, state, frame)
     return state, {k: v for k, v in pose.items() if v is not None}
 
   return rollout.init_state(cfg, batch=1), step
