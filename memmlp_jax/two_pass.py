@@ -72,14 +72,17 @@ def scaled_normalize(x, epsilon: float):
 
 
 def split(y):
-  """(hi, lo) rows with the sentinel columns appended: hi + lo == y."""
-  hi = jnp.round(y)
-  lo = y - hi
+  """(hi, lo) rows with the sentinel columns appended: hi + lo == y.
+
+  The sentinels are appended to y first: they are integers, so they stay in
+  hi and leave zeros in lo, and one concatenation serves both (each costs
+  about as much as an elementwise op).
+  """
   lead = y.shape[:-1] + (len(SENTINELS),)
-  hi = jnp.concatenate(
-      [hi, jnp.broadcast_to(jnp.asarray(SENTINELS, y.dtype), lead)], axis=-1)
-  lo = jnp.concatenate([lo, jnp.zeros(lead, y.dtype)], axis=-1)
-  return hi, lo
+  padded = jnp.concatenate(
+      [y, jnp.broadcast_to(jnp.asarray(SENTINELS, y.dtype), lead)], axis=-1)
+  hi = jnp.round(padded)
+  return hi, padded - hi
 
 
 def two_pass_dense(y, kernel, bias, *, rows=None, kernel_int8=None):

@@ -229,23 +229,36 @@ def keep_weights_float(quantized: bytes, float_tflite: bytes,
 
   A dynamic-range FULLY_CONNECTED whose weights are float is a plain float
   one: its input is then not quantized either. The float weights are those
-  of ``float_tflite``, the same step converted without quantization.
+  of ``float_tflite``, the same step converted without quantization. Only
+  FULLY_CONNECTED weights are matched: the converter may give other
+  constants (shapes, folded values) the same generic name.
   """
   from tensorflow.lite.python import schema_py_generated as schema  # pylint: disable=g-import-not-at-top
   from tensorflow.lite.tools import flatbuffer_utils  # pylint: disable=g-import-not-at-top
   model, reference = _model(quantized), _model(float_tflite)
-  ref_graph = reference.subgraphs[0]
-  float_data = {t.name.decode(): reference.buffers[t.buffer].data
-                for t in ref_graph.tensors
-                if t.name.decode() in weight_names}
-  missing = weight_names - set(float_data)
+
+  def linear_weights(flatbuffer) -> dict[str, Any]:
+    graph = flatbuffer.subgraphs[0]
+    found = {}
+    for op in graph.operators:
+      if _op_name(flatbuffer, op) != "FULLY_CONNECTED":
+        continue
+      tensor = graph.tensors[op.inputs[1]]
+      name = tensor.name.decode()
+      if name in weight_names:
+        if found.get(name, tensor) is not tensor:
+          raise ValueError(f"two Linears' weights are named {name!r}")
+        found[name] = tensor
+    return found
+
+  ref_weights = linear_weights(reference)
+  missing = weight_names - set(ref_weights)
   if missing:
     raise ValueError(f"weights not in the float model: {sorted(missing)[:3]}")
-  graph = model.subgraphs[0]
-  for tensor in graph.tensors:
-    name = tensor.name.decode()
-    if name in weight_names and tensor.type != schema.TensorType.FLOAT32:
-      model.buffers[tensor.buffer].data = float_data[name]
+  for name, tensor in linear_weights(model).items():
+    if tensor.type != schema.TensorType.FLOAT32:
+      model.buffers[tensor.buffer].data = (
+          reference.buffers[ref_weights[name].buffer].data)
       tensor.type = schema.TensorType.FLOAT32
       tensor.quantization = None
   return bytes(flatbuffer_utils.convert_object_to_bytearray(model))
