@@ -1,4 +1,4 @@
-r"""Where the chosen int8 export's jitter comes from, one half at a time.
+r"""Where the int8 exports' jitter comes from, one half at a time.
 
   python -m benchmarks.int8_noise [--workdir=RUN] [--clip_stride=4]
       [--calibration_clips=24] [--calibration_frames=180]
