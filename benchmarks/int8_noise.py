@@ -24,7 +24,6 @@ import os
 
 from absl import app
 from absl import flags
-import jax
 
 from memmlp_jax import cli_flags
 from memmlp_jax import evaluation
@@ -76,9 +75,8 @@ def measure(cfg, params, clips, skeleton, smoothed_params) -> list[dict]:
   """One row per ``VARIANTS`` entry."""
   rows = []
   for label, mode, smooth, activations, weights in VARIANTS:
-    # The rollout is jitted: a new trace picks up the interceptor.
-    jax.clear_caches()
-    with fake_quant.simulated(mode, activations=activations, weights=weights):
+    with fake_quant.simulated_rollouts(mode, activations=activations,
+                                       weights=weights):
       results, _ = evaluation.evaluate(
           cfg, smoothed_params if smooth else params, clips, skeleton)
     rows.append({"variant": label, "mpjpe": results["mpjpe"],

@@ -83,7 +83,9 @@ def simulated(mode: str, *, activations: bool = True, weights: bool = True):
 
   ``activations=False`` or ``weights=False`` leaves that side in float: the
   two halves of the int8 error, measured apart (benchmarks/int8_noise.py).
-  A jitted function keeps the arithmetic it was traced with.
+  A jitted function keeps the arithmetic it was traced with: use it inside
+  the traced function (as the training loss does), or roll out under
+  ``simulated_rollouts``.
   """
   if mode not in MODES:
     raise ValueError(f"fake_quant must be one of {MODES}, got {mode!r}")
@@ -97,3 +99,20 @@ def simulated(mode: str, *, activations: bool = True, weights: bool = True):
     return
   with nn.intercept_methods(_int8_blocks(activations, weights)):
     yield
+
+
+@contextlib.contextmanager
+def simulated_rollouts(mode: str, **parts):
+  """``simulated`` for jitted rollouts (``rollout.step``, evaluation).
+
+  Their jit caches are keyed on the model alone, so a trace made inside
+  ``simulated`` would be reused after it ends (and one made before it,
+  inside): JAX's caches are cleared on the way in and on the way out.
+  Not for use inside a traced function.
+  """
+  jax.clear_caches()
+  try:
+    with simulated(mode, **parts):
+      yield
+  finally:
+    jax.clear_caches()
