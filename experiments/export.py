@@ -9,7 +9,8 @@ Writes model.tflite and its sidecar model.json (memmlp_jax/export/), then
 checks it on the first --parity_clips clips of the free protocol's test split:
 per step (every frame through the .tflite with JAX's own state as input; the
 largest absolute difference of pose and new state) and streamed (both run
-free over whole clips; the largest pose difference and both MPJPEs). fp32
+free over whole clips; the largest pose difference, both MPJPEs and, with
+a VQ code, the share of frames whose codes differ). fp32
 fails (exit 1) when the per-step difference exceeds --tolerance (1e-4);
 fp16/int8 report the MPJPE change. int8 is the chosen int8 variant (two
 int8 passes per block Linear, no calibration); int8_onepass, int8_full and
@@ -135,6 +136,13 @@ def parity_report(cfg, variables, model_path: str, quantize: str) -> bool:
         f"{streamed.get('pos', 0.0):.2e}; MPJPE JAX {mpjpe_jax:.3f} cm, "
         f"TFLite {mpjpe_tflite:.3f} cm, change "
         f"{mpjpe_tflite - mpjpe_jax:+.3f} cm")
+  if cfg.uses_vq:
+    # Where the streams part: a near-tie code read the other way is fed
+    # back through the memory.
+    flips = parity.code_flips(cfg, variables, model_path, sequences)
+    print(f"  streamed VQ codes: the two streams read another code in "
+          f"{100 * flips['frames_any_row']:.2f}% of the frames for some "
+          f"window row, {100 * flips['newest_row']:.2f}% for the newest row")
   return quantize != "none" or step_max <= _TOLERANCE.value
 
 

@@ -9,6 +9,7 @@ through rollout.step. The program itself is started once (slow).
 import json
 import os
 import pathlib
+import re
 import shutil
 import subprocess
 import sys
@@ -184,6 +185,24 @@ def test_cli_without_checkpoint_says_so(tmp_path):
   assert "no trained model checkpoint" in output
   assert "Traceback" not in output
   assert not (tmp_path / "m.tflite").exists()
+
+
+def test_cli_parity_reports_both_streams_and_their_code_flips(small_free,
+                                                             tmp_path):
+  data_dir, prepared_dir = small_free
+  saved_runs.save_random_run(tmp_path / "run",
+                             configs.get_config("memmlp41", **TINY))
+  code, output = cli.run(export_cli, f"--workdir={tmp_path / 'run'}",
+                         f"--out={tmp_path / 'm.tflite'}",
+                         f"--data_dir={data_dir}",
+                         f"--prepared={prepared_dir}", "--parity_clips=2",
+                         "--max_frames=40")
+  assert code == 0, output[-2000:]
+  assert "parity on 2 free test clips (80 frames), none:" in output
+  flips = re.search(r"another code in ([0-9.]+)% of the frames for some "
+                    r"window row, ([0-9.]+)% for the newest row", output)
+  assert flips, output[-2000:]
+  assert 0.0 <= float(flips[2]) <= float(flips[1]) <= 100.0
 
 
 @pytest.mark.slow
