@@ -34,7 +34,6 @@ import contextlib
 import math
 
 import flax.linen as nn
-import jax
 import jax.numpy as jnp
 
 from memmlp_jax.models import blocks
@@ -63,12 +62,9 @@ def folded_kernel(norm_params, dense_params):
 
 def scaled_normalize(x, epsilon: float):
   """(x - mean) * rstd / g over the last axis: ``blocks.layer_norm``
-  without the affine, in as many ops."""
-  mean = jnp.mean(x, axis=-1, keepdims=True)
-  mean_sq = jnp.mean(x * x, axis=-1, keepdims=True)
-  var = jnp.maximum(mean_sq - mean * mean, 0.0)
-  rstd = jax.lax.rsqrt(var + epsilon) * (1.0 / input_scale(x.shape[-1]))
-  return (x - mean) * rstd
+  without the affine, in as many ops (1/g scales the per-row rstd)."""
+  mean, rstd = blocks.ln_statistics(x, epsilon)
+  return (x - mean) * (rstd * (1.0 / input_scale(x.shape[-1])))
 
 
 def split(y):

@@ -25,10 +25,16 @@ import jax.numpy as jnp
 Array = jax.Array
 
 
-def _ln_forward(x, scale, bias, epsilon):
+def ln_statistics(x: Array, epsilon: float) -> tuple[Array, Array]:
+  """(mean, 1 / std) over the last axis, both from one pass over x."""
   mean = jnp.mean(x, axis=-1, keepdims=True)
   mean_sq = jnp.mean(x * x, axis=-1, keepdims=True)
-  rstd = jax.lax.rsqrt(jnp.maximum(mean_sq - mean * mean, 0.0) + epsilon)
+  return mean, jax.lax.rsqrt(jnp.maximum(mean_sq - mean * mean, 0.0)
+                             + epsilon)
+
+
+def _ln_forward(x, scale, bias, epsilon):
+  mean, rstd = ln_statistics(x, epsilon)
   normed = (x - mean) * rstd
   return normed * scale + bias, (normed, rstd)
 
