@@ -16,13 +16,21 @@ XNNPACK's fully-connected kernel on large matmuls (the best round is
 reported), and each model's efficiency (achieved GFLOP/s / peak, both from
 the same round, median over rounds).
 
-JSON: {"peak_gflops": float, "models": [{"model", "quantize", "params", "mb",
-"gflops", "ms_median", "ms_p90", "ms_p99", "fps"}]}.
+Which int8 variant pays depends on the CPU's int8 instructions (with AMX
+or AVX-512 VNNI int8 is far faster than fp32; with AVX2 alone barely:
+docs/export_notes.md), so the report names the host's CPU and those of its
+instructions that matter.
+
+JSON: {"host": {"cpu", "instructions"}, "peak_gflops": float, "models":
+[{"model", "quantize", "params", "mb", "gflops", "ms_median", "ms_p90",
+"ms_p99", "fps", "ms_ratio_vs": {"<model>/<quantize>" of every other row:
+its ms / this row's ms}}]}.
 """
 
 import json
 import logging as std_logging
 import os
+import platform
 import tempfile
 import time
 
@@ -57,6 +65,11 @@ _FORMAT = flags.DEFINE_enum("format", "md", ["md", "json"], "Output format.")
 _JSON_OUT = flags.DEFINE_string("json_out", None, "Also write the JSON here.")
 
 HEADSET_FPS = 72.0
+# /proc/cpuinfo flags (x86) and features (ARM) that decide how fast int8 and
+# fp32 GEMMs run.
+GEMM_INSTRUCTIONS = ("avx2", "fma", "avx512f", "avx512_vnni", "avx_vnni",
+                     "avx512_bf16", "avx512_fp16", "amx_int8", "asimd",
+                     "asimddp", "i8mm")
 # Matmul shapes (rows, inputs, outputs) for the peak; the best one counts.
 _PEAK_SHAPES = ((256, 1024, 1024), (512, 512, 512), (64, 2048, 2048))
 
@@ -182,6 +195,29 @@ class _OnnxCandidate(_Candidate):
     self._count += 1
 
 
+def host_cpu(cpuinfo: str | None = None) -> dict:
+  """{"cpu": model name, "instructions": the GEMM_INSTRUCTIONS it has}.
+
+  ``cpuinfo``: the text of /proc/cpuinfo (read here when None; elsewhere
+  only the platform's processor name is known).
+  """
+  if cpuinfo is None:
+    try:
+      with open("/proc/cpuinfo") as f:
+        cpuinfo = f.read()
+    except OSError:
+      cpuinfo = ""
+  fields = {}
+  for line in cpuinfo.splitlines():
+    key, _, value = line.partition(":")
+    fields.setdefault(key.strip().lower(), value.strip())
+  present = set((fields.get("flags") or fields.get("features") or "").split())
+  cpu = (fields.get("model name") or fields.get("hardware")
+         or platform.processor() or platform.machine())
+  return {"cpu": cpu,
+          "instructions": [i for i in GEMM_INSTRUCTIONS if i in present]}
+
+
 def label(row) -> str:
   return f"{row['model']}/{row['quantize']}"
 
@@ -194,9 +230,11 @@ def with_ratios(rows) -> list[dict]:
           for row in rows]
 
 
-def markdown(peak: float, rows, efficiencies) -> str:
+def markdown(host: dict, peak: float, rows, efficiencies) -> str:
   """The table; FLOP-bound ms at `peak`, efficiency as measured per round."""
-  lines = [f"Single-core fp32 peak (XNNPACK FULLY_CONNECTED, best round): "
+  lines = [f"Host: {host['cpu']} ({', '.join(host['instructions']) or 'none'}"
+           " of the GEMM instructions)",
+           f"Single-core fp32 peak (XNNPACK FULLY_CONNECTED, best round): "
            f"{peak:.1f} GFLOP/s", "",
            "| model | quantize | params (M) | MB | GFLOPs/frame | median ms "
            "| p90 ms | p99 ms | FPS | 72 FPS | FLOP-bound ms | efficiency |",
@@ -257,14 +295,16 @@ def main(argv):
         candidate.time(per_round, _WARMUP.value)
   peak = max(round_peaks)
   rows = with_ratios([candidate.result() for candidate in candidates])
-  report = json.dumps({"peak_gflops": peak, "models": rows}, indent=1)
+  host = host_cpu()
+  report = json.dumps({"host": host, "peak_gflops": peak, "models": rows},
+                      indent=1)
   if _JSON_OUT.value:
     with open(_JSON_OUT.value, "w") as f:
       f.write(report)
   if _FORMAT.value == "json":
     print(report)
   else:
-    print(markdown(peak, rows, [c.efficiency(round_peaks)
+    print(markdown(host, peak, rows, [c.efficiency(round_peaks)
                                 for c in candidates]))
 
 
