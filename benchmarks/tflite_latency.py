@@ -30,7 +30,6 @@ its ms / this row's ms}}]}.
 import json
 import logging as std_logging
 import os
-import platform
 import tempfile
 import time
 
@@ -40,6 +39,7 @@ from absl import logging
 import numpy as np
 
 from benchmarks import onnx_reference
+from memmlp_jax import host_cpu
 from memmlp_jax.export import calibration
 from memmlp_jax.export import convert
 from memmlp_jax.export import runner
@@ -65,11 +65,6 @@ _FORMAT = flags.DEFINE_enum("format", "md", ["md", "json"], "Output format.")
 _JSON_OUT = flags.DEFINE_string("json_out", None, "Also write the JSON here.")
 
 HEADSET_FPS = 72.0
-# /proc/cpuinfo flags (x86) and features (ARM) that decide how fast int8 and
-# fp32 GEMMs run.
-GEMM_INSTRUCTIONS = ("avx2", "fma", "avx512f", "avx512_vnni", "avx_vnni",
-                     "avx512_bf16", "avx512_fp16", "amx_int8", "asimd",
-                     "asimddp", "i8mm")
 # Matmul shapes (rows, inputs, outputs) for the peak; the best one counts.
 _PEAK_SHAPES = ((256, 1024, 1024), (512, 512, 512), (64, 2048, 2048))
 
@@ -195,29 +190,6 @@ class _OnnxCandidate(_Candidate):
     self._count += 1
 
 
-def host_cpu(cpuinfo: str | None = None) -> dict:
-  """{"cpu": model name, "instructions": the GEMM_INSTRUCTIONS it has}.
-
-  ``cpuinfo``: the text of /proc/cpuinfo (read here when None; elsewhere
-  only the platform's processor name is known).
-  """
-  if cpuinfo is None:
-    try:
-      with open("/proc/cpuinfo") as f:
-        cpuinfo = f.read()
-    except OSError:
-      cpuinfo = ""
-  fields = {}
-  for line in cpuinfo.splitlines():
-    key, _, value = line.partition(":")
-    fields.setdefault(key.strip().lower(), value.strip())
-  present = set((fields.get("flags") or fields.get("features") or "").split())
-  cpu = (fields.get("model name") or fields.get("hardware")
-         or platform.processor() or platform.machine())
-  return {"cpu": cpu,
-          "instructions": [i for i in GEMM_INSTRUCTIONS if i in present]}
-
-
 def label(row) -> str:
   return f"{row['model']}/{row['quantize']}"
 
@@ -295,7 +267,7 @@ def main(argv):
         candidate.time(per_round, _WARMUP.value)
   peak = max(round_peaks)
   rows = with_ratios([candidate.result() for candidate in candidates])
-  host = host_cpu()
+  host = host_cpu.describe()
   report = json.dumps({"host": host, "peak_gflops": peak, "models": rows},
                       indent=1)
   if _JSON_OUT.value:
