@@ -7,11 +7,15 @@ the exit code and the text on stdout and stderr are what the program would
 give: a UsageError exits 1 with its message, sys.exit("...") exits 1 with
 the message, sys.exit(n) exits n. Any other exception propagates: a program
 would print a traceback, and the test fails. One subprocess smoke test per
-app still starts the real program.
+app still starts the real program (``program``), as does a test of an app
+whose flags clash with another's in one process.
 """
 
 import contextlib
 import io
+import pathlib
+import subprocess
+import sys
 import types
 
 from absl import app
@@ -41,3 +45,14 @@ def run(module: types.ModuleType, *args) -> tuple[int, str]:
       else:
         code = e.code or 0
   return code, output.getvalue()
+
+
+REPO = pathlib.Path(__file__).resolve().parent.parent
+
+
+def program(module: str, *args, timeout: float = 600
+            ) -> subprocess.CompletedProcess:
+  """``python -m module ARGS`` from the repository root (text output)."""
+  return subprocess.run([sys.executable, "-m", module, *map(str, args)],
+                        cwd=REPO, capture_output=True, text=True,
+                        timeout=timeout, check=False)

@@ -11,8 +11,6 @@ import os
 import pathlib
 import re
 import shutil
-import subprocess
-import sys
 import zipfile
 
 import jax
@@ -48,11 +46,6 @@ def _cmu_sparse(clip="02_01", frames=90):
   motion = asfamc.load_amc(asf, amc, clip_id=f"cmu/{clip}",
                            subject=f"cmu/{subject}", source="cmu")
   return motion_lib.features(motion)["sparse"][:frames]
-
-
-def _run_cli(*args):
-  return subprocess.run([sys.executable, "-m", "experiments.export", *args],
-                        cwd=REPO, capture_output=True, text=True, check=False)
 
 
 @pytest.fixture(scope="module")
@@ -210,7 +203,8 @@ def test_cli_smoke(tmp_path):
   """The program itself, once: its flags, its exit code, its message."""
   train.save_config(str(tmp_path),
                     train.RunConfig(model=configs.get_config("memmlp41")))
-  result = _run_cli(f"--workdir={tmp_path}", f"--out={tmp_path / 'm.tflite'}")
+  result = cli.program("experiments.export", f"--workdir={tmp_path}",
+                       f"--out={tmp_path / 'm.tflite'}")
   assert result.returncode == 2, result.stderr[-2000:]
   assert "no trained model checkpoint" in result.stderr + result.stdout
   assert not (tmp_path / "m.tflite").exists()

@@ -8,10 +8,8 @@ poses, is under test).
 import importlib
 import json
 import os
-import pathlib
 import re
 import socket
-import subprocess
 import sys
 import threading
 import zipfile
@@ -33,14 +31,6 @@ DATA = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(
     __file__))), os.environ.get("MEMMLP_DATA", "../shared/data"))
 CMU = os.path.join(DATA, "cmu_mocap_asfamc", "subjects", "02.zip")
 UNITY = tracking.PRESETS["unity"]
-REPO = pathlib.Path(__file__).resolve().parent.parent
-
-
-def _run_cli(module, *args, timeout=120):
-  """A CLI in its own process (the CLIs' absl flags share names)."""
-  return subprocess.run([sys.executable, "-m", module, *args], cwd=REPO,
-                        capture_output=True, text=True, timeout=timeout,
-                        check=False)
 
 
 @pytest.fixture(scope="module")
@@ -243,11 +233,11 @@ def test_loopback_replay_answers_every_frame_of_a_real_recording(
   replay_port = client.getsockname()[1]
   client.close()  # the replay CLI binds it
   try:
-    replayed = _run_cli(
+    replayed = cli.program(
         "experiments.live_replay", f"--input={recording}",
         f"--to=127.0.0.1:{server[1]}", f"--listen=127.0.0.1:{replay_port}",
         "--rate=72", f"--out={tmp_path / 'stats.json'}",
-        f"--npz={tmp_path / 'bodies.npz'}")
+        f"--npz={tmp_path / 'bodies.npz'}", timeout=120)
   finally:
     stop.set()
     thread.join()
@@ -287,9 +277,9 @@ def test_server_survives_garbage_on_the_wire(walk, stepper):
 
 @pytest.mark.slow
 def test_live_cli_runs_for_its_duration_and_writes_stats(run, tmp_path):
-  result = _run_cli("experiments.live", f"--workdir={run}",
-                    "--listen=127.0.0.1:0", "--duration=0.3", "--pin_hands",
-                    f"--stats={tmp_path / 'live.json'}")
+  result = cli.program("experiments.live", f"--workdir={run}",
+                       "--listen=127.0.0.1:0", "--duration=0.3", "--pin_hands",
+                       f"--stats={tmp_path / 'live.json'}", timeout=120)
   assert result.returncode == 0, result.stderr
   assert "listening on 127.0.0.1:0" in result.stdout
   stats = json.loads((tmp_path / "live.json").read_text())

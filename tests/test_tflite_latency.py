@@ -5,15 +5,12 @@ an enum of the same name, so the two cannot share a process.
 """
 
 import json
-import pathlib
-import subprocess
-import sys
 
 import pytest
 
+import cli
 from memmlp_jax import host_cpu
 
-REPO = pathlib.Path(__file__).resolve().parent.parent
 X86 = """processor\t: 0
 vendor_id\t: GenuineIntel
 model name\t: Intel(R) Xeon(R) Platinum 8488C
@@ -42,11 +39,9 @@ def test_the_host_is_named_with_its_gemm_instructions():
 @pytest.mark.slow
 def test_the_report_has_the_host_and_each_rows_ratios(tmp_path):
   out = tmp_path / "latency.json"
-  result = subprocess.run(
-      [sys.executable, "-m", "benchmarks.tflite_latency",
-       "--models=avatarposer", "--quantize=none,fp16", "--onnx=",
-       "--frames=4", "--rounds=2", "--warmup=1", f"--json_out={out}"],
-      cwd=REPO, capture_output=True, text=True, timeout=600, check=False)
+  result = cli.program("benchmarks.tflite_latency", "--models=avatarposer",
+                       "--quantize=none,fp16", "--onnx=", "--frames=4",
+                       "--rounds=2", "--warmup=1", f"--json_out={out}")
   assert result.returncode == 0, result.stderr[-2000:]
   report = json.loads(out.read_text())
   assert report["host"] == host_cpu.describe()
